@@ -1,0 +1,78 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "appendbench",
+    products: [
+        .library(name: "MMLog", targets: ["MMLog"]),
+        .library(name: "MMLogLogging", targets: ["MMLogLogging"]),
+        .executable(name: "appendbench", targets: ["appendbench"]),
+        .executable(name: "mmlog-writer", targets: ["mmlog-writer"]),
+        .executable(name: "mmlog-fuzz", targets: ["mmlog-fuzz"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // Raw C calls MMLog needs that Swift cannot express directly (variadic fcntl, OFD locks).
+        .target(name: "CMMLogShims"),
+        // The library: many processes and threads appending to one regular file.
+        .target(
+            name: "MMLog",
+            dependencies: [
+                "CMMLogShims",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // MMLog as a swift-log backend: one line per event, one append per line.
+        .target(
+            name: "MMLogLogging",
+            dependencies: ["MMLog", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The record format and verifier shared by the harness and the MMLog tests.
+        .target(name: "BenchRecords"),
+        // libaio and liburing wrappers plus statx; needs libaio-dev and liburing-dev.
+        .target(
+            name: "CBackends",
+            linkerSettings: [.linkedLibrary("aio"), .linkedLibrary("uring")]
+        ),
+        // The harness: backends, forked workers, verification, reports.
+        .target(
+            name: "AppendBenchCore",
+            dependencies: [
+                "MMLog", "BenchRecords", "CBackends",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "appendbench",
+            dependencies: [
+                "AppendBenchCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Writer process used by the multi-process tests (and handy for manual experiments).
+        .executableTarget(
+            name: "mmlog-writer",
+            dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log")]
+        ),
+        // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
+        .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog"]),
+        // Single-process floor comparison and resident-memory check (benchmark, not a test).
+        .executableTarget(
+            name: "mmlog-floor",
+            dependencies: ["MMLog", .product(name: "Atomics", package: "swift-atomics")]
+        ),
+        // Spawning helper processes and scratch directories, for the test targets only.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "MMLogTests", dependencies: [
+                "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(name: "AppendBenchTests", dependencies: ["AppendBenchCore", "BenchRecords", "TestSupport", "appendbench"]),
+    ]
+)

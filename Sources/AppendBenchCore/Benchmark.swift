@@ -1,0 +1,194 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BenchRecords
+import Histogram
+
+/// Everything one `appendbench` invocation measures.
+public struct BenchmarkOptions: Sendable {
+    public var procs = 4
+    public var ops = 100_000
+    public var size = 128
+    public var backends: [String] = Backends.keys
+    public var runs = 1
+    /// Output directory; nil: a new temporary directory, removed afterwards.
+    public var directory: String?
+    public var keep = false
+    public var batch = 1
+    public var depth = 1
+    public var chunkSize = 8 << 20
+    public var maxChunks = 4
+    public var latency = false
+
+    public init() {}
+
+    func config(path: String) -> BackendConfig {
+        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks)
+    }
+}
+
+/// One backend, one run.
+public struct RunResult: Sendable {
+    public var run: Int
+    public var measurement: Measurement
+    /// nil when the run failed before verification, or the backend writes nothing.
+    public var verification: VerificationReport?
+    public var records: Int
+    public var payloadBytes: Int
+
+    public var failed: Bool { !measurement.failures.isEmpty || verification.map { !$0.ok } ?? false }
+    public var totalMilliseconds: Double { Double(measurement.totalNanoseconds) / 1e6 }
+    public var microsecondsPerCall: Double { Double(measurement.totalNanoseconds) / 1e3 / Double(records) }
+    /// Payload bytes per second / 1e9 (decimal gigabytes; bytes per nanosecond).
+    public var gigabytesPerSecond: Double { Double(payloadBytes) / Double(max(measurement.totalNanoseconds, 1)) }
+}
+
+/// Every run of one backend.
+public struct BackendResult: Sendable {
+    public var key: String
+    public var category: String
+    public var stride: Int
+    /// Why it could not run here, if it could not.
+    public var unsupported: String?
+    /// Whether the output holds records (false for `null`).
+    public var writesRecords: Bool
+    public var preservesOrder: Bool
+    public var runs: [RunResult] = []
+
+    public var failed: Bool { runs.contains { $0.failed } }
+
+    /// The run with the median total time (the lower middle one for an even count).
+    public var median: RunResult? {
+        guard !runs.isEmpty else { return nil }
+        return runs.sorted { $0.measurement.totalNanoseconds < $1.measurement.totalNanoseconds }[(runs.count - 1) / 2]
+    }
+
+    public var fastest: RunResult? { runs.min { $0.measurement.totalNanoseconds < $1.measurement.totalNanoseconds } }
+    public var slowest: RunResult? { runs.max { $0.measurement.totalNanoseconds < $1.measurement.totalNanoseconds } }
+}
+
+public struct BenchmarkReport: Sendable {
+    public var options: BenchmarkOptions
+    public var facts: MachineFacts
+    public var date: String
+    public var directory: String
+    public var results: [BackendResult]
+
+    /// True when every backend that ran completed and verified.
+    public var ok: Bool { !results.contains { $0.failed } }
+}
+
+public struct BenchmarkError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public enum Benchmark {
+    /// Runs every requested backend `runs` times (interleaved, so noise hits all alike),
+    /// verifying every byte of each output. `status` receives progress lines.
+    public static func run(_ options: BenchmarkOptions, status: ((String) -> Void)? = nil) throws -> BenchmarkReport {
+        let temporary = options.directory == nil
+        let directory = try options.directory.map { dir -> String in try makeDirectories(dir); return dir }
+            ?? makeTemporaryDirectory()
+        let facts = MachineFacts.probe(directory: directory)
+        let started = isoDate()
+        var results: [BackendResult] = []
+        for key in options.backends {
+            guard let type = Backends.named(key) else { throw BenchmarkError("unknown backend '\(key)'") }
+            results.append(describe(type, options, directory))
+        }
+        try checkSpace(results, options, directory)
+
+        let total = options.runs * results.filter { $0.unsupported == nil }.count
+        var step = 0
+        for run in 1...options.runs {
+            for index in results.indices where results[index].unsupported == nil {
+                step += 1
+                let key = results[index].key
+                let label = "[\(step)/\(total)] \(key)" + (options.runs > 1 ? " run \(run)/\(options.runs)" : "")
+                let outcome = measureOnce(Backends.named(key)!, run: run, options, directory, stride: results[index].stride,
+                                          progress: status.map { report in { done in
+                                              report("\(label): \(done)/\(options.procs * options.ops) records")
+                                          } })
+                results[index].runs.append(outcome)
+                if options.keep && run == options.runs { continue }
+                removeOutput(outputPath(directory, key))
+            }
+        }
+        if temporary && !options.keep { rmdir(directory) }
+        return BenchmarkReport(options: options, facts: facts, date: started, directory: directory, results: results)
+    }
+
+    public static func outputPath(_ directory: String, _ key: String) -> String { "\(directory)/\(key).log" }
+
+    private static func describe(_ type: any AppendBackend.Type, _ options: BenchmarkOptions, _ directory: String) -> BackendResult {
+        let config = options.config(path: outputPath(directory, type.key))
+        var result = BackendResult(key: type.key, category: type.category, stride: options.size, unsupported: nil,
+                                   writesRecords: type.writesRecords, preservesOrder: type.preservesOrder(config: config))
+        if let reason = type.unsupportedReason(directory: directory, config: config) {
+            result.unsupported = reason
+        } else {
+            do { result.stride = try type.stride(directory: directory, config: config) } catch { result.unsupported = "\(error)" }
+        }
+        return result
+    }
+
+    private static func measureOnce<B: AppendBackend>(_ type: B.Type, run: Int, _ options: BenchmarkOptions, _ directory: String,
+                                                      stride: Int, progress: ((Int) -> Void)?) -> RunResult {
+        let path = outputPath(directory, type.key)
+        removeOutput(path)
+        let config = options.config(path: path)
+        let plan = WorkerPool.Plan(procs: options.procs, ops: options.ops, config: config, latency: options.latency,
+                                   scratchDirectory: directory, progress: progress)
+        let measurement = WorkerPool.measure(type, plan)
+        var verification: VerificationReport?
+        if measurement.failures.isEmpty && type.writesRecords {
+            let expectation = Expectation(workers: options.procs, ops: options.ops, size: options.size, stride: stride,
+                                          checkOrder: type.preservesOrder(config: config))
+            do {
+                verification = try Verifier.verify(path: path, expectation)
+            } catch {
+                var report = VerificationReport()
+                report.problems = ["\(error)"]
+                verification = report
+            }
+        }
+        let records = options.procs * options.ops
+        return RunResult(run: run, measurement: measurement, verification: verification,
+                         records: records, payloadBytes: records * options.size)
+    }
+
+    /// Refuses to start a run that cannot fit, rather than failing half way through it.
+    private static func checkSpace(_ results: [BackendResult], _ options: BenchmarkOptions, _ directory: String) throws {
+        let sizes = results.filter { $0.unsupported == nil && $0.writesRecords }.map { options.procs * options.ops * $0.stride }
+        let needed = options.keep ? sizes.reduce(0, +) : (sizes.max() ?? 0)
+        if let available = availableBytes(at: directory), needed > available {
+            throw BenchmarkError("the output needs \(needed) bytes in \(directory) but only \(available) are free; "
+                                 + "use fewer --ops or --procs, a smaller --size, or another --dir")
+        }
+    }
+
+    private static func removeOutput(_ path: String) {
+        removeFile(path)
+        removeFile(path + ".mmlog")
+    }
+
+    private static func makeTemporaryDirectory() throws -> String {
+        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        var template = Array("\(base)/appendbench-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
+            mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
+        }
+        guard let made else { throw BackendError.system("mkdtemp(\(base)/appendbench-XXXXXX)") }
+        return made
+    }
+
+    static func isoDate() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

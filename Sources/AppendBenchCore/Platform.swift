@@ -1,0 +1,124 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine.
+@inline(__always)
+public func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// Writes `text` to stderr with one write(2) (no stdio buffer shared across fork).
+public func writeStandardError(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in
+        var done = 0
+        while done < bytes.count {
+            let n = write(2, bytes.baseAddress! + done, bytes.count - done)
+            if n <= 0 { if errno == EINTR { continue } else { return } }
+            done += n
+        }
+    }
+}
+
+public var standardErrorIsTerminal: Bool { isatty(2) == 1 }
+
+/// Facts about the machine and the output directory, recorded beside every result.
+public struct MachineFacts: Sendable {
+    public var kernel: String
+    public var filesystem: String
+    public var cores: Int
+
+    public static func probe(directory: String) -> MachineFacts {
+        MachineFacts(
+            kernel: readFirstLine("/proc/sys/kernel/osrelease") ?? "unknown",
+            filesystem: filesystemType(of: directory) ?? "unknown",
+            cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+}
+
+/// The first line of a small text file, or nil.
+func readFirstLine(_ path: String) -> String? {
+    guard let text = readSmallFile(path) else { return nil }
+    return text.split(separator: "\n", maxSplits: 1).first.map(String.init)
+}
+
+func readSmallFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes += buffer[0..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// The filesystem type (ext4, tmpfs, ...) of the mount holding `path`, from /proc/self/mountinfo.
+public func filesystemType(of path: String) -> String? {
+    guard let real = realpath(path, nil) else { return nil }
+    let resolved = String(cString: real)
+    free(real)
+    guard let mounts = readSmallFile("/proc/self/mountinfo") else { return nil }
+    var best: (length: Int, type: String)?
+    for line in mounts.split(separator: "\n") {
+        // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+        let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
+        let mountPoint = unescapeMountField(fields[4])
+        let inside = mountPoint == "/" || resolved == mountPoint || resolved.hasPrefix(mountPoint + "/")
+        if inside && mountPoint.count >= (best?.length ?? -1) {
+            best = (mountPoint.count, String(fields[dash + 1]))
+        }
+    }
+    return best?.type
+}
+
+/// mountinfo escapes spaces and such as \040.
+private func unescapeMountField(_ field: Substring) -> String {
+    guard field.contains("\\") else { return String(field) }
+    var bytes: [UInt8] = []
+    var chars = Array(field.utf8)[...]
+    while let c = chars.popFirst() {
+        if c == UInt8(ascii: "\\"), chars.count >= 3, let value = UInt8(String(decoding: chars.prefix(3), as: UTF8.self), radix: 8) {
+            bytes.append(value)
+            chars = chars.dropFirst(3)
+        } else {
+            bytes.append(c)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Bytes available to an unprivileged writer in the filesystem holding `path`.
+public func availableBytes(at path: String) -> Int? {
+    var info = statvfs()
+    guard statvfs(path, &info) == 0 else { return nil }
+    return Int(info.f_bavail) * Int(info.f_frsize)
+}
+
+/// Creates `path` and its missing parents; throws with the failing component and errno.
+public func makeDirectories(_ path: String) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        current += "/" + component
+        if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            throw BackendError.system("mkdir(\(current))")
+        }
+    }
+    var st = stat()
+    if stat(path, &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
+        throw BackendError("\(path) is not a directory")
+    }
+}
+
+/// Removes a file if it exists.
+func removeFile(_ path: String) {
+    _ = unlink(path)
+}

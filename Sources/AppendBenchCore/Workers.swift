@@ -1,0 +1,243 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import BenchRecords
+import Histogram
+
+/// What one timed run of one backend measured.
+public struct Measurement: Sendable {
+    /// From the start barrier's release until the last worker finished and closed.
+    public var totalNanoseconds: UInt64
+    /// From the first fork until every worker had opened its backend.
+    public var setupNanoseconds: UInt64
+    /// Per-call latency over every worker, when asked for.
+    public var latency: Histogram<UInt64>?
+    /// One line per worker that failed or died ("worker 2 (pid 123): write(...): ...").
+    public var failures: [String]
+}
+
+/// Forks `procs` workers from this (single-threaded) process, each appending `ops` records
+/// through backend `B`, and measures them from a common start barrier.
+///
+/// Workers and parent share one anonymous `MAP_SHARED` region: a ready count and a start
+/// flag, then a slot per worker for its result. A worker that fails writes why into its
+/// slot and exits 1; one that dies is found by `waitpid`. Neither is ever counted as done.
+enum WorkerPool {
+    struct Plan {
+        var procs: Int
+        var ops: Int
+        var config: BackendConfig
+        var latency: Bool
+        /// Where workers leave their latency histograms for the parent.
+        var scratchDirectory: String
+        /// Called about every 200 ms while workers run, with records appended so far.
+        var progress: ((Int) -> Void)?
+        /// The parent's pid, naming its workers' scratch files.
+        var owner: pid_t = 0
+    }
+
+    // Shared region layout.
+    private static let readyOffset = 0
+    private static let startOffset = 64
+    private static let slotsOffset = 128
+    private static let slotSize = 1024
+    private static let messageCapacity = slotSize - 64
+    // Slot fields.
+    private static let stateField = 0     // 0 starting, 1 done, 2 failed
+    private static let endField = 8       // monotonic ns after close
+    private static let countField = 16    // records appended so far (updated every 1024)
+    private static let lengthField = 24   // message length
+    private static let messageField = 64
+
+    static func measure<B: AppendBackend>(_ backend: B.Type, _ plan: Plan) -> Measurement {
+        var plan = plan
+        plan.owner = getpid()
+        let regionSize = slotsOffset + plan.procs * slotSize
+        guard let region = mmap(nil, regionSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
+              region != MAP_FAILED
+        else {
+            return Measurement(totalNanoseconds: 0, setupNanoseconds: 0, latency: nil,
+                               failures: ["mmap of \(regionSize) shared bytes: \(String(cString: strerror(errno)))"])
+        }
+        defer { munmap(region, regionSize) }
+        let ready = atomic(region, readyOffset)
+        let start = atomic(region, startOffset)
+
+        let forkedAt = monotonicNanoseconds()
+        var pids: [pid_t] = []
+        var failures: [String] = []
+        for w in 0..<plan.procs {
+            let pid = fork()
+            if pid == 0 {
+                runWorker(backend, w, plan, slot: region + slotsOffset + w * slotSize, ready: ready, start: start)
+            }
+            if pid < 0 {
+                failures.append("fork of worker \(w): \(String(cString: strerror(errno)))")
+                break
+            }
+            pids.append(pid)
+        }
+
+        // Wait until every worker has opened its backend (or died trying).
+        var exited: [pid_t: Int32] = [:]
+        while Int(ready.load(ordering: .acquiring)) + exited.count < pids.count && failures.isEmpty {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid > 0 { exited[pid] = status } else { usleep(50) }
+        }
+        let setup = monotonicNanoseconds() - forkedAt
+        let startedAt = monotonicNanoseconds()
+        start.store(startedAt, ordering: .releasing)  // pairs with the workers' acquiring spin
+
+        // Wait for them all, reporting progress.
+        let deadline = startedAt + 1_000_000_000
+        while exited.count < pids.count {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, plan.progress == nil ? 0 : WNOHANG)
+            if pid > 0 {
+                exited[pid] = status
+            } else if pid < 0 && errno != EINTR {
+                break
+            } else if let progress = plan.progress {
+                usleep(200_000)
+                if monotonicNanoseconds() > deadline {
+                    progress((0..<pids.count).reduce(0) { $0 + Int(load(region, $1, countField)) })
+                }
+            }
+        }
+
+        var last: UInt64 = startedAt
+        for (w, pid) in pids.enumerated() {
+            let slot = region + slotsOffset + w * slotSize
+            let state = slot.load(fromByteOffset: stateField, as: UInt64.self)
+            let status = exited[pid] ?? 0
+            let exitedCleanly = status & 0x7f == 0 && (status >> 8) & 0xff == 0
+            if state == 1 && exitedCleanly {
+                last = max(last, slot.load(fromByteOffset: endField, as: UInt64.self))
+                continue
+            }
+            var why: String
+            if state == 2 {
+                let length = Int(slot.load(fromByteOffset: lengthField, as: UInt64.self))
+                why = String(decoding: UnsafeRawBufferPointer(start: slot + messageField, count: min(length, messageCapacity)), as: UTF8.self)
+            } else if status & 0x7f != 0 {
+                why = "killed by signal \(status & 0x7f) (\(String(cString: strsignal(status & 0x7f))))"
+                why += " after \(load(region, w, countField)) records"
+            } else {
+                why = "exited with status \((status >> 8) & 0xff) without reporting"
+            }
+            failures.append("worker \(w) (pid \(pid)): \(why)")
+        }
+
+        var latency: Histogram<UInt64>?
+        if plan.latency && failures.isEmpty {
+            var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            for w in 0..<plan.procs {
+                let path = latencyPath(plan, w)
+                readHistogram(path, into: &merged)
+                removeFile(path)
+            }
+            latency = merged
+        }
+        return Measurement(totalNanoseconds: last - startedAt, setupNanoseconds: setup, latency: latency, failures: failures)
+    }
+
+    /// The body of worker `w`, in the child. Never returns.
+    private static func runWorker<B: AppendBackend>(
+        _ backend: B.Type, _ w: Int, _ plan: Plan, slot: UnsafeMutableRawPointer,
+        ready: UnsafeAtomic<UInt64>, start: UnsafeAtomic<UInt64>
+    ) -> Never {
+        func fail(_ message: String) -> Never {
+            let bytes = Array(message.utf8.prefix(messageCapacity))
+            bytes.withUnsafeBytes { (slot + messageField).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            slot.storeBytes(of: UInt64(bytes.count), toByteOffset: lengthField, as: UInt64.self)
+            slot.storeBytes(of: 2, toByteOffset: stateField, as: UInt64.self)
+            _exit(1)
+        }
+
+        let instance: B
+        do {
+            instance = try B(config: plan.config)
+        } catch {
+            ready.wrappingIncrement(ordering: .releasing)
+            fail("\(B.key): open: \(error)")
+        }
+        let record = UnsafeMutableRawBufferPointer.allocate(byteCount: plan.config.recordSize, alignment: 64)
+        let count = UnsafeAtomic<UInt64>(at: (slot + countField).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
+        var histogram = plan.latency
+            ? Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three) : nil
+
+        ready.wrappingIncrement(ordering: .releasing)
+        while start.load(ordering: .acquiring) == 0 { sched_yield() }
+
+        var i = 0
+        do {
+            if histogram == nil {
+                while i < plan.ops {
+                    RecordFormat.encode(worker: w, index: i, into: record)
+                    try instance.append(UnsafeRawBufferPointer(record))
+                    i += 1
+                    if i & 1023 == 0 { count.store(UInt64(i), ordering: .relaxed) }
+                }
+            } else {
+                while i < plan.ops {
+                    RecordFormat.encode(worker: w, index: i, into: record)
+                    let before = monotonicNanoseconds()
+                    try instance.append(UnsafeRawBufferPointer(record))
+                    _ = histogram!.record(monotonicNanoseconds() - before)
+                    i += 1
+                    if i & 1023 == 0 { count.store(UInt64(i), ordering: .relaxed) }
+                }
+            }
+            try instance.finish()
+        } catch {
+            try? instance.close()
+            fail("\(B.key): record \(i): \(error)")
+        }
+        do { try instance.close() } catch { fail("\(B.key): close: \(error)") }
+        slot.storeBytes(of: monotonicNanoseconds(), toByteOffset: endField, as: UInt64.self)
+        count.store(UInt64(i), ordering: .relaxed)
+        if let histogram {
+            if let problem = writeHistogram(histogram, to: latencyPath(plan, w)) { fail(problem) }
+        }
+        slot.storeBytes(of: 1, toByteOffset: stateField, as: UInt64.self)
+        _exit(0)
+    }
+
+    private static func atomic(_ region: UnsafeMutableRawPointer, _ offset: Int) -> UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (region + offset).bindMemory(to: UnsafeAtomic<UInt64>.Storage.self, capacity: 1))
+    }
+
+    private static func load(_ region: UnsafeMutableRawPointer, _ w: Int, _ field: Int) -> UInt64 {
+        (region + slotsOffset + w * slotSize + field).load(as: UInt64.self)
+    }
+
+    private static func latencyPath(_ plan: Plan, _ w: Int) -> String {
+        "\(plan.scratchDirectory)/.latency-\(plan.owner)-\(w)"
+    }
+
+    /// Histograms travel from worker to parent as (value, count) pairs of UInt64.
+    private static func writeHistogram(_ histogram: Histogram<UInt64>, to path: String) -> String? {
+        var words: [UInt64] = []
+        for bucket in histogram.recordedValues() {
+            words.append(bucket.value)
+            words.append(UInt64(bucket.count))
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 { return "open(\(path)): \(String(cString: strerror(errno)))" }
+        defer { close(fd) }
+        let n = words.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        return n == words.count * 8 ? nil : "write(\(path)): \(String(cString: strerror(errno)))"
+    }
+
+    private static func readHistogram(_ path: String, into histogram: inout Histogram<UInt64>) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return }
+        defer { close(fd) }
+        var pair = [UInt64](repeating: 0, count: 2)
+        while pair.withUnsafeMutableBytes({ read(fd, $0.baseAddress, 16) }) == 16 {
+            _ = histogram.record(pair[0], count: pair[1])
+        }
+    }
+}

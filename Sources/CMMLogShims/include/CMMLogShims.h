@@ -1,0 +1,26 @@
+#ifndef CMMLOG_SHIMS_H
+#define CMMLOG_SHIMS_H
+
+#include <sys/types.h>
+
+/// Open-file-description lock on the byte range [start, start+len) of fd.
+/// type: F_RDLCK, F_WRLCK or F_UNLCK. wait != 0 blocks (F_OFD_SETLKW),
+/// otherwise it fails with EAGAIN when another description holds a conflicting lock.
+/// The kernel drops the lock when the last fd of the description closes, so a dead
+/// process never leaves one behind. Returns 0, or -1 with errno set.
+/// The corresponding C call is `fcntl(fd, F_OFD_SETLK[W], &flock)`.
+int mmlog_ofd_lock(int fd, off_t start, off_t len, short type, int wait);
+
+/// Allocates [offset, offset+len) and extends the file size (mode 0).
+/// Returns 0, or -1 with errno set (EOPNOTSUPP where the filesystem cannot allocate).
+/// The corresponding C call is `fallocate`.
+int mmlog_fallocate(int fd, off_t offset, off_t len);
+
+/// Prefaults the mapping for writing (MADV_POPULATE_WRITE, Linux 5.14).
+/// Returns 0, or -1 with errno set (EINVAL on kernels without it).
+int mmlog_populate_write(void *addr, size_t len);
+
+/// errno of the calling thread.
+int mmlog_errno(void);
+
+#endif

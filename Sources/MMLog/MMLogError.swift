@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error from MMLog: which operation failed and why.
+///
+/// The description names the operation and, for system calls, the errno:
+/// `fallocate(/var/log/app.log, 0, 16777216): No space left on device (errno 28)`.
+public struct MMLogError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// A system call failed; `errno` says why.
+        case system
+        /// The options passed to `MMLog.init` are out of range.
+        case invalidOptions
+        /// The metadata file is not a valid MMLog header (wrong magic, truncated, out-of-range fields).
+        case corruptMetadata
+        /// The metadata file was written by an incompatible MMLog (other version or page size).
+        case incompatibleMetadata
+        /// The metadata exists but the data file beside it does not.
+        case dataFileMissing
+        /// The handle was closed.
+        case closed
+    }
+
+    public let kind: Kind
+    /// The failing operation, with its arguments, e.g. `fallocate(/tmp/x.log, 0, 8388608)`.
+    public let operation: String
+    /// The C errno for `.system` errors.
+    public let errno: Int32?
+    /// More detail for non-system errors.
+    public let detail: String?
+
+    public init(kind: Kind, operation: String, errno: Int32? = nil, detail: String? = nil) {
+        self.kind = kind
+        self.operation = operation
+        self.errno = errno
+        self.detail = detail
+    }
+
+    static func system(_ operation: String, _ code: Int32) -> MMLogError {
+        MMLogError(kind: .system, operation: operation, errno: code)
+    }
+
+    /// True when the filesystem is full (ENOSPC) or the quota is exhausted (EDQUOT).
+    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+
+    public var description: String {
+        var text = operation
+        if let errno {
+            text += ": \(String(cString: strerror(errno))) (errno \(errno))"
+        }
+        if let detail { text += ": \(detail)" }
+        return text
+    }
+}

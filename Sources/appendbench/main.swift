@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AppendBenchCore
+import ArgumentParser
+
+/// The root command. Synchronous on purpose: workers are forked from this single thread.
+struct AppendBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "appendbench",
+        abstract: "Measure ways of appending records to one file from many processes, and verify every byte.",
+        discussion: """
+        Forks --procs worker processes. Each opens the backend, waits at a common start barrier, \
+        appends --ops records of --size bytes, and closes. Total Time runs from the barrier's \
+        release until the last worker has closed. Afterwards every byte of the output is read back \
+        and checked: every record present once, whole, and (where the backend writes one record at \
+        a time) in order. A run that fails or does not verify is reported as such and makes the \
+        exit status non-zero.
+
+        Backends: \(Backends.all.map { "\($0.key) (\($0.category))" }.joined(separator: ", ")).
+
+        Throughput is payload bytes / seconds / 1e9. Exit status: 0 when every backend that ran \
+        verified, 1 when any failed or did not verify, 64 on bad arguments.
+        """)
+
+    @Option(name: .long, help: "Worker processes.")
+    var procs = 4
+
+    @Option(name: .long, help: "Records each worker appends.")
+    var ops = 100_000
+
+    @Option(name: .long, help: "Bytes per record (1 or more).")
+    var size = 128
+
+    @Option(name: .long, help: ArgumentHelp("Backends to run: all, or a comma-separated list.", valueName: "all|k1,k2"))
+    var backends = "all"
+
+    @Option(name: .long, help: "Repeat each backend this many times (interleaved) and report the median run.")
+    var runs = 1
+
+    @Option(name: .long, help: ArgumentHelp("Directory for the output files (created if missing). Default: a new temporary directory, removed afterwards.", valueName: "path"))
+    var dir: String?
+
+    @Flag(name: .long, help: "Keep each backend's output as <dir>/<key>.log (mmlog also its .mmlog).")
+    var keep = false
+
+    @Option(name: .long, help: ArgumentHelp("Append one CSV row per backend per run to this file.", valueName: "file"))
+    var csv: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write the results as JSON to this file.", valueName: "file"))
+    var json: String?
+
+    @Flag(name: .long, help: "Record every call's latency (HdrHistogram) and add p50/p99 columns.")
+    var latency = false
+
+    @Option(name: .long, help: "Records per writev() call, and per fflush() for fwrite.")
+    var batch = 1
+
+    @Option(name: .long, help: "Records in flight for aio and uring.")
+    var depth = 1
+
+    @Option(name: .customLong("chunk-size"), help: ArgumentHelp("MMLog chunk size in bytes (a power of two, a multiple of the page size).", valueName: "bytes"))
+    var chunkSize = 8 << 20
+
+    @Option(name: .customLong("max-chunks"), help: "MMLog chunks each process keeps mapped.")
+    var maxChunks = 4
+
+    @Flag(name: .long, help: "No progress lines on stderr.")
+    var quiet = false
+
+    var backendKeys: [String] {
+        backends == "all" ? Backends.keys : backends.split(separator: ",").map { String($0).trimmingSpaces }
+    }
+
+    func validate() throws {
+        for (name, value) in [("--procs", procs), ("--ops", ops), ("--size", size), ("--runs", runs), ("--batch", batch), ("--depth", depth)]
+        where value < 1 {
+            throw ValidationError("\(name) must be at least 1 (got \(value)).")
+        }
+        if procs > 1024 { throw ValidationError("--procs \(procs) is more than 1024 worker processes.") }
+        if size > 1 << 30 { throw ValidationError("--size \(size) is over 1 GiB; records are at most 1073741824 bytes.") }
+        if depth > 4096 { throw ValidationError("--depth \(depth) is over 4096.") }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        if chunkSize < page || chunkSize % page != 0 || chunkSize & (chunkSize - 1) != 0 {
+            throw ValidationError("--chunk-size \(chunkSize) must be a power of two and a multiple of the page size (\(page)).")
+        }
+        if maxChunks < 2 { throw ValidationError("--max-chunks must be at least 2 (a record may straddle two chunks).") }
+        let keys = backendKeys
+        if keys.isEmpty { throw ValidationError("--backends names no backend.") }
+        for key in keys where Backends.named(key) == nil {
+            throw ValidationError("unknown backend '\(key)'; choose from: all, \(Backends.keys.joined(separator: ", ")).")
+        }
+        if Set(keys).count != keys.count { throw ValidationError("--backends names a backend twice.") }
+    }
+
+    func run() throws {
+        var options = BenchmarkOptions()
+        options.procs = procs
+        options.ops = ops
+        options.size = size
+        options.backends = backendKeys
+        options.runs = runs
+        options.directory = dir
+        options.keep = keep
+        options.batch = batch
+        options.depth = depth
+        options.chunkSize = chunkSize
+        options.maxChunks = maxChunks
+        options.latency = latency
+
+        let showProgress = !quiet && standardErrorIsTerminal
+        var progressShown = false
+        let report: BenchmarkReport
+        do {
+            report = try Benchmark.run(options, status: showProgress ? { line in
+                writeStandardError("\r\u{1B}[K" + line)
+                progressShown = true
+            } : nil)
+        } catch {
+            writeStandardError("appendbench: \(error)\n")
+            throw ExitCode(1)
+        }
+        if progressShown { writeStandardError("\r\u{1B}[K") }
+        print(report.table)
+        if keep { print("Output kept in \(report.directory).") }
+        do {
+            if let csv { try report.appendCSV(to: csv) }
+            if let json { try report.writeJSON(to: json) }
+        } catch {
+            writeStandardError("appendbench: \(error)\n")
+            throw ExitCode(1)
+        }
+        if !report.ok { throw ExitCode(1) }
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}
+
+AppendBench.main()

@@ -1,0 +1,182 @@
+// mmlog-fuzz: opens an MMLog whose metadata was corrupted at random, thousands of times,
+// each open in a forked child so that a crash is caught and counted, not fatal.
+//
+//   mmlog-fuzz --dir DIR [--cases 3000] [--seed N]
+//
+// Every case must end with a clear error (or a harmless open) and leave the data file's
+// existing bytes as they were. Prints a summary; exits 0 only with no crash and no damage.
+#if canImport(Glibc)
+import Glibc
+#endif
+import MMLog
+
+struct Generator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+func say(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+func die(_ text: String) -> Never {
+    var line = "mmlog-fuzz: " + text + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    exit(2)
+}
+
+func readFile(_ path: String) -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    if fd < 0 { return [] }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        bytes += buffer[0..<n]
+    }
+    return bytes
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8]) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    if fd < 0 { die("open(\(path)): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    bytes.withUnsafeBytes { if !$0.isEmpty { _ = write(fd, $0.baseAddress, $0.count) } }
+}
+
+/// Field offsets in the version 1 header, and edge values worth trying in them.
+let fields: [(offset: Int, width: Int)] = [(0, 8), (8, 4), (12, 4), (16, 4), (24, 8), (64, 8), (72, 8), (128, 8), (192, 8)]
+let edges: [UInt64] = [0, 1, 4095, 4096, 4097, 8192, 1 << 20, (1 << 48) - 1, 1 << 48, 1 << 62, 1 << 63, (1 << 63) | 5, .max]
+
+/// One random corruption of `header`; returns it and a short name of what was done.
+func corrupt(_ header: [UInt8], _ random: inout Generator) -> ([UInt8], String) {
+    var bytes = header
+    switch random.below(6) {
+    case 0:
+        let length = random.below(header.count)
+        return (Array(bytes[0..<length]), "truncated to \(length)")
+    case 1:
+        let flips = 1 + random.below(8)
+        for _ in 0..<flips {
+            let bit = random.below(256 * 8)
+            bytes[bit / 8] ^= UInt8(1 << (bit % 8))
+        }
+        return (bytes, "\(flips) bits flipped")
+    case 2:
+        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: random.next()) }
+        return (bytes, "random page")
+    case 3, 4:
+        let field = fields[random.below(fields.count)]
+        let value = random.below(2) == 0 ? edges[random.below(edges.count)] : random.next()
+        for k in 0..<field.width { bytes[field.offset + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(k))) }
+        return (bytes, "field at \(field.offset) = \(value)")
+    default:
+        let extra = 1 + random.below(8192)
+        return (bytes + (0..<extra).map { _ in UInt8(truncatingIfNeeded: random.next()) }, "\(extra) bytes of garbage appended")
+    }
+}
+
+// MARK: main
+
+var directory = ""
+var cases = 3000
+var seed = UInt64(time(nil))
+var argv = CommandLine.arguments.dropFirst()
+while let flag = argv.popFirst() {
+    switch flag {
+    case "--dir": directory = argv.popFirst() ?? ""
+    case "--cases": cases = Int(argv.popFirst() ?? "") ?? -1
+    case "--seed": seed = UInt64(argv.popFirst() ?? "") ?? 0
+    default: die("unknown argument \(flag); usage: mmlog-fuzz --dir DIR [--cases N] [--seed N]")
+    }
+}
+if directory.isEmpty || cases < 1 { die("usage: mmlog-fuzz --dir DIR [--cases N] [--seed N]") }
+
+let path = directory + "/fuzz.log"
+let metadataPath = path + ".mmlog"
+unlink(path)
+unlink(metadataPath)
+do {
+    let log = try MMLog(path: path, options: .init(chunkSize: 1 << 16))
+    for i in 0..<500 { try log.append("record \(i) of the fuzzed log\n") }
+    try log.close()
+} catch {
+    die("setting up: \(error)")
+}
+let data = readFile(path)
+let header = readFile(metadataPath)
+say("mmlog-fuzz: seed \(seed), \(cases) cases, data \(data.count) bytes")
+
+var random = Generator(state: seed)
+var outcomes: [String: Int] = [:]
+var crashes = 0, damaged = 0, unclear = 0
+for n in 0..<cases {
+    writeFile(path, data)
+    let (bytes, what) = corrupt(header, &random)
+    writeFile(metadataPath, bytes)
+    var pipeFDs: [Int32] = [0, 0]
+    pipe(&pipeFDs)
+    let pid = fork()
+    if pid == 0 {
+        close(pipeFDs[0])
+        var message: String
+        var code: Int32
+        do {
+            let log = try MMLog(path: path)
+            try log.append("appended by case \(n)\n")
+            try log.close()
+            message = "opened"
+            code = 0
+        } catch {
+            message = "\(error.kind)\t\(error)"
+            code = 3
+        }
+        message.withUTF8 { _ = write(pipeFDs[1], $0.baseAddress, $0.count) }
+        _exit(code)
+    }
+    close(pipeFDs[1])
+    var reply: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let got = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
+        if got <= 0 { break }
+        reply += buffer[0..<got]
+    }
+    close(pipeFDs[0])
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let text = String(decoding: reply, as: UTF8.self)
+    if status & 0x7f != 0 {
+        crashes += 1
+        say("CRASH case \(n) (\(what)): signal \(status & 0x7f)")
+        continue
+    }
+    let after = readFile(path)
+    if after.count < data.count || Array(after[0..<data.count]) != data {
+        damaged += 1
+        say("DAMAGE case \(n) (\(what)): data file changed below its old end (\(text))")
+    }
+    if text == "opened" {
+        outcomes["opened", default: 0] += 1
+    } else {
+        let kind = String(text.prefix { $0 != "\t" })
+        outcomes["refused: \(kind)", default: 0] += 1
+        if !text.contains(".mmlog") && !text.contains(path) {
+            unclear += 1
+            say("UNCLEAR case \(n) (\(what)): \(text)")
+        }
+    }
+}
+let summary = outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+say("mmlog-fuzz: \(cases) cases: \(summary); crashes \(crashes), data damaged \(damaged), unclear errors \(unclear)")
+exit(crashes == 0 && damaged == 0 && unclear == 0 ? 0 : 1)

@@ -1,0 +1,181 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import AppendBenchCore
+import BenchRecords
+import TestSupport
+import XCTest
+
+/// Each backend in-process: runs verified byte for byte, and failed or short writes surfacing.
+final class BackendTests: XCTestCase {
+    var scratch: ScratchDirectory!
+
+    override func setUp() { scratch = ScratchDirectory("appendbench-backends") }
+    override func tearDown() { scratch.remove() }
+
+    /// Appends `ops` records as worker 0 through a fresh `type` backend, then verifies the file.
+    func verifiedRun(_ type: any AppendBackend.Type, size: Int, ops: Int = 2000, batch: Int = 1, depth: Int = 1,
+                     file: StaticString = #filePath, line: UInt = #line) throws {
+        let label = "\(type.key) size \(size) batch \(batch) depth \(depth)"
+        let path = scratch.file("\(type.key)-\(size)-\(batch)-\(depth).log")
+        let config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16)
+        if let reason = type.unsupportedReason(directory: scratch.path, config: config) {
+            throw XCTSkip("\(label): \(reason)")
+        }
+        let stride = try type.stride(directory: scratch.path, config: config)
+        let backend = try type.init(config: config)
+        let record = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        defer { record.deallocate() }
+        for i in 0..<ops {
+            RecordFormat.encode(worker: 0, index: i, into: record)
+            try backend.append(UnsafeRawBufferPointer(record))
+        }
+        try backend.finish()
+        try backend.close()
+        guard type.writesRecords else {
+            XCTAssertEqual(fileSize(path) ?? 0, 0, "\(label) wrote something", file: file, line: line)
+            return
+        }
+        let expectation = Expectation(workers: 1, ops: ops, size: size, stride: stride,
+                                      checkOrder: type.preservesOrder(config: config))
+        let report = try Verifier.verify(path: path, expectation)
+        XCTAssertTrue(report.ok, "\(label): \(report)", file: file, line: line)
+        XCTAssertEqual(report.wholeRecords, ops, label, file: file, line: line)
+        XCTAssertEqual(fileSize(path), ops * stride, label, file: file, line: line)
+    }
+
+    func testEveryBackendAtOneByteAPageLessOneAndInBetween() throws {
+        for type in Backends.all {
+            for size in [1, 128, 4095] { try verifiedRun(type, size: size) }
+        }
+    }
+
+    func testBatchedWritevAndFwriteWriteTheRemainderAtFinish() throws {
+        for type in [WritevBackend.self, FwriteBackend.self] as [any AppendBackend.Type] {
+            for size in [1, 128, 4095] {
+                try verifiedRun(type, size: size, ops: 2000, batch: 7)  // 2000 = 285 x 7 + 5
+            }
+        }
+    }
+
+    func testWritevRefusesABatchLargerThanOneCallTakes() {
+        let config = BackendConfig(path: scratch.file("v.log"), recordSize: 8, batch: 1 << 20)
+        XCTAssertNotNil(WritevBackend.unsupportedReason(directory: scratch.path, config: config))
+        XCTAssertThrowsError(try WritevBackend(config: config))
+    }
+
+    func testAsyncBackendsWithOneAndEightWritesInFlight() throws {
+        for type in [AIOBackend.self, URingBackend.self] as [any AppendBackend.Type] {
+            XCTAssertTrue(type.preservesOrder(config: BackendConfig(path: "", recordSize: 1, depth: 1)))
+            XCTAssertFalse(type.preservesOrder(config: BackendConfig(path: "", recordSize: 1, depth: 8)))
+            for depth in [1, 8] {
+                for size in [1, 128, 4095] { try verifiedRun(type, size: size, depth: depth) }
+            }
+        }
+    }
+
+    func testDirectPadsEachRecordToTheFilesystemAlignment() throws {
+        for size in [1, 128, 4095] {
+            let config = BackendConfig(path: scratch.file("d.log"), recordSize: size)
+            if let reason = DirectBackend.unsupportedReason(directory: scratch.path, config: config) {
+                throw XCTSkip(reason)
+            }
+            let stride = try DirectBackend.stride(directory: scratch.path, config: config)
+            XCTAssertGreaterThanOrEqual(stride, size)
+            XCTAssertEqual(stride % 512, 0, "stride \(stride) for \(size)-byte records")
+            try verifiedRun(DirectBackend.self, size: size, ops: 300)  // the verifier checks the padding is zeros
+        }
+    }
+
+    func testDirectProbesLeaveNoFilesBehind() throws {
+        let config = BackendConfig(path: scratch.file("d.log"), recordSize: 100)
+        _ = DirectBackend.unsupportedReason(directory: scratch.path, config: config)
+        _ = try DirectBackend.stride(directory: scratch.path, config: config)
+        XCTAssertEqual(TestSupport.run("/bin/ls", ["-A", scratch.path]).stdout, "")
+    }
+
+    /// tmpfs refused O_DIRECT until Linux 6.6 and accepts it since: the probe must agree with
+    /// what an O_DIRECT open actually does there, and a refusal must say it is about O_DIRECT.
+    func testDirectOnTmpfsIsReportedAsTheKernelBehaves() throws {
+        guard filesystemType(of: "/dev/shm") == "tmpfs" else { throw XCTSkip("/dev/shm is not tmpfs here") }
+        let shm = ScratchDirectory("appendbench-direct", parent: "/dev/shm")
+        defer { shm.remove() }
+        let config = BackendConfig(path: shm.file("d.log"), recordSize: 64)
+        let reason = DirectBackend.unsupportedReason(directory: shm.path, config: config)
+        if let reason {
+            XCTAssertTrue(reason.contains("O_DIRECT not supported"), reason)
+        } else {
+            let backend = try DirectBackend(config: config)
+            let record = RecordFormat.record(worker: 0, index: 0, size: 64)
+            try record.withUnsafeBytes { try backend.append($0) }
+            try backend.close()
+            let stride = try DirectBackend.stride(directory: shm.path, config: config)
+            XCTAssertEqual(fileSize(config.path), stride)
+        }
+        XCTAssertEqual(TestSupport.run("/bin/ls", ["-A", shm.path]).stdout, reason == nil ? "d.log\n" : "")
+    }
+
+    /// /dev/full fails every write with ENOSPC: the error must come out of the backend.
+    func testAFailedWriteIsThrownNotSwallowed() throws {
+        for type in [WriteBackend.self, WritevBackend.self, FwriteBackend.self, AIOBackend.self, URingBackend.self]
+            as [any AppendBackend.Type] {
+            for batch in type == WritevBackend.self || type == FwriteBackend.self ? [1, 7] : [1] {
+                let label = "\(type.key) batch \(batch)"
+                let error = try firstError(type, BackendConfig(path: "/dev/full", recordSize: 64, batch: batch), ops: 1)
+                // Linux AIO takes only files with write_iter, which /dev/full lacks: io_submit
+                // refuses it (EINVAL) before any write. Still an error, which is the point.
+                let expected = type == AIOBackend.self ? "io_submit(/dev/full): Invalid argument" : "No space left on device"
+                XCTAssertTrue(error?.contains(expected) == true, "\(label): \(error ?? "no error")")
+            }
+        }
+    }
+
+    /// A file size limit makes the write that crosses it short (and the next one fail with
+    /// EFBIG): a torn record must be an error, never a counted success. The limit is
+    /// process-wide; XCTest runs one test at a time, and it is restored before returning.
+    func testAShortWriteIsThrownNotCounted() throws {
+        let previousHandler = signal(SIGXFSZ, SIG_IGN)
+        defer { signal(SIGXFSZ, previousHandler) }
+        var saved = rlimit()
+        getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+        var limit = saved
+        limit.rlim_cur = 1000  // the 8th 128-byte record crosses it with 104 bytes
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit), 0)
+        defer { setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved) }
+
+        let cases: [(any AppendBackend.Type, batch: Int, depth: Int, expected: String)] = [
+            (WriteBackend.self, 1, 1, "wrote 104 bytes"),
+            (WritevBackend.self, 1, 1, "wrote 104 bytes"),
+            (WritevBackend.self, 7, 1, "wrote 104 bytes"),  // of the second batch's 896
+            (FwriteBackend.self, 1, 1, "File too large"),  // stdio writes the 104, then retries the rest
+            (DirectBackend.self, 1, 1, "O_DIRECT"),
+            (AIOBackend.self, 1, 1, "wrote 104 bytes"),
+            (AIOBackend.self, 1, 8, "wrote 104 bytes"),
+            (URingBackend.self, 1, 1, "wrote 104 bytes"),
+            (URingBackend.self, 1, 8, "wrote 104 bytes"),
+        ]
+        for (type, batch, depth, expected) in cases {
+            let path = scratch.file("\(type.key)-\(batch)-\(depth)-limited.log")
+            let config = BackendConfig(path: path, recordSize: 128, batch: batch, depth: depth)
+            if type.unsupportedReason(directory: scratch.path, config: config) != nil { continue }
+            let error = try firstError(type, config, ops: 20)
+            XCTAssertTrue(error?.contains(expected) == true, "\(type.key) batch \(batch) depth \(depth): \(error ?? "no error")")
+        }
+    }
+
+    /// Appends `ops` records of `config.recordSize` bytes, then finishes and closes;
+    /// returns the description of the first error, or nil when every call succeeded.
+    private func firstError(_ type: any AppendBackend.Type, _ config: BackendConfig, ops: Int) throws -> String? {
+        let backend = try type.init(config: config)
+        let record = RecordFormat.record(worker: 0, index: 0, size: config.recordSize)
+        var failure: String?
+        do {
+            for _ in 0..<ops { try record.withUnsafeBytes { try backend.append($0) } }
+            try backend.finish()
+        } catch {
+            failure = "\(error)"
+        }
+        do { try backend.close() } catch { failure = failure ?? "\(error)" }
+        return failure
+    }
+}

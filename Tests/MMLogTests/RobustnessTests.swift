@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BenchRecords
+import TestSupport
+import XCTest
+
+/// What production does to a log: writers killed or stopped at any moment, a full disk,
+/// corrupt metadata. Seeds are printed so a failure can be replayed:
+/// `MMLOG_SEED=<seed> MMLOG_CHAOS_ROUNDS=<n> scripts/test.sh --filter RobustnessTests`.
+final class RobustnessTests: XCTestCase {
+    var scratch: ScratchDirectory!
+
+    override func setUp() { scratch = ScratchDirectory("mmlog-chaos") }
+    override func tearDown() { scratch.remove() }
+
+    var seed: UInt64 {
+        getenv("MMLOG_SEED").flatMap { UInt64(String(cString: $0)) } ?? nowNanoseconds() % 1_000_000
+    }
+
+    func environmentCount(_ name: String, default value: Int) -> Int {
+        getenv(name).flatMap { Int(String(cString: $0)) } ?? value
+    }
+
+    func writer(_ path: String, worker: Int, ops: Int, size: Int, chunk: Int, startAt: UInt64? = nil) -> Child {
+        var args = ["--path", path, "--worker", "\(worker)", "--ops", "\(ops)", "--size", "\(size)",
+                    "--chunk-size", "\(chunk)", "--max-chunks", "2"]
+        if let startAt { args += ["--start-at", "\(startAt)"] }
+        return spawn(product("mmlog-writer"), args)
+    }
+
+    func testCorruptMetadataNeverCrashesOrDamagesData() {
+        let cases = environmentCount("MMLOG_FUZZ_CASES", default: 2000)
+        let seed = self.seed
+        let result = TestSupport.run(product("mmlog-fuzz"), ["--dir", scratch.path, "--cases", "\(cases)", "--seed", "\(seed)"])
+        print(result.stdout.split(separator: "\n").last ?? "")
+        XCTAssertEqual(result.status.code, 0, "seed \(seed):\n\(result.stdout)\(result.stderr)")
+        XCTAssertTrue(result.stdout.contains("crashes 0, data damaged 0, unclear errors 0"), result.stdout)
+    }
+
+    /// 8 writers start on a fresh log together; some are SIGKILLed at random moments (during
+    /// creation, growth, mapping, copying, closing). Survivors must finish with every record
+    /// whole; each killed writer may lose at most its record in flight; a fresh writer appends
+    /// afterwards.
+    func testWritersKilledAtRandomLoseOnlyTheirRecordInFlight() throws {
+        let rounds = environmentCount("MMLOG_CHAOS_ROUNDS", default: 12)
+        let seed = self.seed
+        var random = SplitMix(seed)
+        var kills = 0, holes = 0, records = 0
+        for round in 0..<rounds {
+            let (size, ops) = [(24, 6000), (4000, 600), (9000, 200)][random.below(3)]
+            let chunk = random.below(2) == 0 ? 4096 : 65536
+            let path = scratch.file("round-\(round).log")
+            let startAt = nowNanoseconds() + 20_000_000
+            let writers = (0..<8).map { writer(path, worker: $0, ops: ops, size: size, chunk: chunk, startAt: startAt) }
+            var victims: [Int: UInt64] = [:]  // worker -> kill time
+            for _ in 0..<(1 + random.below(3)) {
+                victims[random.below(8)] = startAt + UInt64(random.below(40_000)) * 1000
+            }
+            for (worker, at) in victims.sorted(by: { $0.value < $1.value }) {
+                while nowNanoseconds() < at { usleep(200) }
+                writers[worker].kill(SIGKILL)
+            }
+            var killed: Set<Int> = []
+            for (worker, child) in writers.enumerated() {
+                let (status, stderr) = child.wait()
+                if status.signal == SIGKILL && victims[worker] != nil {
+                    killed.insert(worker)
+                } else {
+                    XCTAssertTrue(status.succeeded, "seed \(seed) round \(round): writer \(worker) \(status) \(stderr)")
+                }
+            }
+            let late = writer(path, worker: 8, ops: 50, size: size, chunk: chunk).wait()
+            XCTAssertTrue(late.status.succeeded, "seed \(seed) round \(round): the writer after the kills: \(late.stderr)")
+
+            let report = try Verifier.verify(path: path, Expectation(planned: Array(repeating: ops, count: 8) + [50],
+                                                                     killed: killed, size: size))
+            XCTAssertTrue(report.ok, "seed \(seed) round \(round) (size \(size), chunk \(chunk), killed \(killed.sorted())): \(report)")
+            kills += killed.count
+            holes += report.holes
+            records += report.wholeRecords
+        }
+        print("chaos: seed \(seed), \(rounds) rounds, \(kills) writers killed, \(holes) records lost in flight, "
+              + "\(records) records verified, 0 lost otherwise")
+    }
+
+    func testAStoppedWriterDoesNotBlockTheOthers() throws {
+        let path = scratch.file("stopped.log")
+        // Default 8 MiB chunks: the sleeper grows the file once at its first append and then
+        // not for 131,072 records, so it is stopped while appending, not while opening (which
+        // holds the init lock) or growing (the grow lock): the windows the README names.
+        let chunk = 8 << 20
+        let sleeper = writer(path, worker: 0, ops: 2_000_000, size: 64, chunk: chunk)
+        while (fileSize(path) ?? 0) == 0 { usleep(1_000) }
+        usleep(2_000)
+        sleeper.kill(SIGSTOP)
+        let others = (1...2).map { writer(path, worker: $0, ops: 20_000, size: 64, chunk: chunk) }
+        // The others must finish while worker 0 is stopped. 20 s is a deadlock detector, not a timing.
+        let deadline = nowNanoseconds() + 20_000_000_000
+        var finished: [pid_t: Int32] = [:]
+        while finished.count < others.count && nowNanoseconds() < deadline {
+            for child in others where finished[child.pid] == nil {
+                var status: Int32 = 0
+                if waitpid(child.pid, &status, WNOHANG) == child.pid { finished[child.pid] = status }
+            }
+            usleep(5_000)
+        }
+        XCTAssertEqual(finished.count, 2, "writers finished while another was stopped")
+        XCTAssertTrue(finished.values.allSatisfy { $0 == 0 }, "they succeeded: \(finished)")
+        sleeper.kill(SIGCONT)
+        let (status, stderr) = sleeper.wait()
+        XCTAssertTrue(status.succeeded, "\(status) \(stderr)")
+        for child in others where finished[child.pid] == nil { child.kill(SIGKILL); _ = child.wait() }
+        let report = try Verifier.verify(path: path, Expectation(planned: [2_000_000, 20_000, 20_000], size: 64))
+        XCTAssertTrue(report.ok, report.description)
+    }
+
+    func testCreationSurvivesACreatorKilledMidway() throws {
+        let seed = self.seed
+        var random = SplitMix(seed)
+        for round in 0..<10 {
+            let path = scratch.file("create-\(round).log")
+            let startAt = nowNanoseconds() + 20_000_000
+            let writers = (0..<8).map { writer(path, worker: $0, ops: 300, size: 64, chunk: 4096, startAt: startAt) }
+            let victim = random.below(8)
+            let at = startAt + UInt64(random.below(2_000)) * 1000  // within 2 ms of the start
+            while nowNanoseconds() < at {}
+            writers[victim].kill(SIGKILL)
+            var killed: Set<Int> = []
+            for (worker, child) in writers.enumerated() {
+                let (status, stderr) = child.wait()
+                if status.signal == SIGKILL { killed.insert(worker) } else {
+                    XCTAssertTrue(status.succeeded, "seed \(seed) round \(round): writer \(worker): \(status) \(stderr)")
+                }
+            }
+            let report = try Verifier.verify(path: path, Expectation(planned: Array(repeating: 300, count: 8), killed: killed, size: 64))
+            XCTAssertTrue(report.ok, "seed \(seed) round \(round): \(report)")
+        }
+    }
+
+    func testAFullDiskIsAnErrorAndEarlierRecordsStayWhole() throws {
+        guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root; run the suite as root to test ENOSPC") }
+        let mountPoint = scratch.file("small")
+        mkdir(mountPoint, 0o755)
+        let mounted = TestSupport.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint])
+        guard mounted.status.succeeded else { throw XCTSkip("cannot mount tmpfs here: \(mounted.stderr)") }
+        defer { _ = TestSupport.run("/bin/umount", [mountPoint]) }
+
+        for (name, writers) in [("alone", 1), ("together", 2)] {
+            let path = mountPoint + "/\(name).log"
+            let children = (0..<writers).map { writer(path, worker: $0, ops: 100_000, size: 1000, chunk: 65536) }
+            var written: [Int] = []
+            for child in children {
+                let (status, stderr) = child.wait()
+                XCTAssertEqual(status.code, 1, "the writer reports the full disk and exits 1, not SIGBUS: \(status) \(stderr)")
+                XCTAssertTrue(stderr.contains("No space left on device (errno 28)"), stderr)
+                // "worker W record N: ..." : N records were appended before the failure.
+                let count = stderr.split(separator: " ").drop { $0 != "record" }.dropFirst().first
+                    .flatMap { Int($0.trimmingCharacters(in: ":")) } ?? -1
+                XCTAssertGreaterThan(count, 0, stderr)
+                written.append(count)
+            }
+            let report = try Verifier.verify(path: path, Expectation(planned: written, killed: Set(0..<writers), size: 1000))
+            XCTAssertTrue(report.ok, "\(name): \(report)")
+            XCTAssertEqual(report.perWorker, written, "\(name): every record appended before the failure is there")
+            unlink(path)
+            unlink(path + ".mmlog")
+        }
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> Substring {
+        var s = self
+        while let last = s.last, set.contains(last) { s = s.dropLast() }
+        return s
+    }
+}
