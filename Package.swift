@@ -61,7 +61,7 @@ let package = Package(
             dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log")]
         ),
         // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
-        .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog"]),
+        .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog", "BenchRecords"]),
         // Single-process floor comparison and resident-memory check (benchmark, not a test).
         .executableTarget(
             name: "mmlog-floor",

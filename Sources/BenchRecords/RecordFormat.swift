@@ -68,3 +68,19 @@ public enum RecordFormat {
         return bytes
     }
 }
+
+/// The splitmix64 generator: a seed, advanced by the golden gamma and finalised. Seeded runs
+/// (fuzzing, chaos tests) replay exactly from their printed seed.
+public struct SplitMix64: Sendable {
+    public var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        defer { state &+= 0x9E37_79B9_7F4A_7C15 }
+        return RecordFormat.splitmix64(state)
+    }
+
+    /// A value in 0..<n (n > 0).
+    public mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}

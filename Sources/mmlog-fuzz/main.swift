@@ -8,19 +8,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BenchRecords
 import MMLog
-
-struct Generator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 func say(_ text: String) {
     var line = text + "\n"
@@ -59,7 +48,7 @@ let fields: [(offset: Int, width: Int)] = [(0, 8), (8, 4), (12, 4), (16, 4), (24
 let edges: [UInt64] = [0, 1, 4095, 4096, 4097, 8192, 1 << 20, (1 << 48) - 1, 1 << 48, 1 << 62, 1 << 63, (1 << 63) | 5, .max]
 
 /// One random corruption of `header`; returns it and a short name of what was done.
-func corrupt(_ header: [UInt8], _ random: inout Generator) -> ([UInt8], String) {
+func corrupt(_ header: [UInt8], _ random: inout SplitMix64) -> ([UInt8], String) {
     var bytes = header
     switch random.below(6) {
     case 0:
@@ -117,7 +106,7 @@ let data = readFile(path)
 let header = readFile(metadataPath)
 say("mmlog-fuzz: seed \(seed), \(cases) cases, data \(data.count) bytes")
 
-var random = Generator(state: seed)
+var random = SplitMix64(seed: seed)
 var outcomes: [String: Int] = [:]
 var crashes = 0, damaged = 0, unclear = 0
 for n in 0..<cases {

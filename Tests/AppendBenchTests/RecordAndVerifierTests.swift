@@ -8,6 +8,9 @@ final class RecordFormatTests: XCTestCase {
         XCTAssertEqual(RecordFormat.splitmix64(0), 0xE220_A839_7B1D_CDAF)
         XCTAssertEqual(RecordFormat.splitmix64(0x9E37_79B9_7F4A_7C15), 0x6E78_9E6A_A1B9_65F4)
         XCTAssertEqual(RecordFormat.splitmix64(0x3C6E_F372_FE94_F82A), 0x06C4_5D18_8009_454F)
+        var generator = SplitMix64(seed: 0)
+        XCTAssertEqual([generator.next(), generator.next(), generator.next()],
+                       [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4, 0x06C4_5D18_8009_454F])
     }
 
     func testHeaderedRecordLayout() {

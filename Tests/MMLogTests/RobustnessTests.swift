@@ -45,7 +45,7 @@ final class RobustnessTests: XCTestCase {
     func testWritersKilledAtRandomLoseOnlyTheirRecordInFlight() throws {
         let rounds = environmentCount("MMLOG_CHAOS_ROUNDS", default: 12)
         let seed = self.seed
-        var random = SplitMix(seed)
+        var random = SplitMix64(seed: seed)
         var kills = 0, holes = 0, records = 0
         for round in 0..<rounds {
             let (size, ops) = [(24, 6000), (4000, 600), (9000, 200)][random.below(3)]
@@ -117,7 +117,7 @@ final class RobustnessTests: XCTestCase {
 
     func testCreationSurvivesACreatorKilledMidway() throws {
         let seed = self.seed
-        var random = SplitMix(seed)
+        var random = SplitMix64(seed: seed)
         for round in 0..<10 {
             let path = scratch.file("create-\(round).log")
             let startAt = nowNanoseconds() + 20_000_000
@@ -167,19 +167,6 @@ final class RobustnessTests: XCTestCase {
             unlink(path + ".mmlog")
         }
     }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }
 
 extension Substring {
