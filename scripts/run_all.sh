@@ -24,7 +24,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 csv="$out/matrix-$stamp.csv"
 "$ROOT/scripts/appendbench" --help >/dev/null   # build before the clock starts
 
-backends=8
+backends=9   # Backends.all, floor and null included
 total=$(( ${#sizes[@]} * ${#procs_list[@]} * backends ))
 cell=0
 failed=0

@@ -16,15 +16,19 @@ public struct BackendConfig: Sendable {
     public var chunkSize: Int
     /// MMLog ring capacity in chunks.
     public var maxChunks: Int
+    /// Bytes all workers of the run append together (procs x ops x record size); only the
+    /// `floor` backend, which maps the whole output up front, needs it.
+    public var totalBytes: Int
 
     public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
-                chunkSize: Int = 8 << 20, maxChunks: Int = 4) {
+                chunkSize: Int = 8 << 20, maxChunks: Int = 4, totalBytes: Int = 0) {
         self.path = path
         self.recordSize = recordSize
         self.batch = batch
         self.depth = depth
         self.chunkSize = chunkSize
         self.maxChunks = maxChunks
+        self.totalBytes = totalBytes
     }
 }
 
@@ -99,6 +103,7 @@ public enum Backends {
         DirectBackend.self,
         AIOBackend.self,
         URingBackend.self,
+        FloorBackend.self,
         NullBackend.self,
     ]
 

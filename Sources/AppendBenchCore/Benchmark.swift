@@ -23,7 +23,8 @@ public struct BenchmarkOptions: Sendable {
     public init() {}
 
     func config(path: String) -> BackendConfig {
-        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks)
+        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks,
+                      totalBytes: procs * ops * size)
     }
 }
 
@@ -171,6 +172,7 @@ public enum Benchmark {
     private static func removeOutput(_ path: String) {
         removeFile(path)
         removeFile(path + ".mmlog")
+        removeFile(path + ".cursor")
     }
 
     private static func makeTemporaryDirectory() throws -> String {

@@ -7,6 +7,7 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 /* The one place calls returning -errno are retried when a signal interrupts them. */
@@ -261,4 +262,8 @@ void cb_uring_close(cb_uring *c) {
     }
     slots_free(&c->slots);
     free(c);
+}
+
+int cb_populate_write(void *address, size_t length) {
+    return madvise(address, length, MADV_POPULATE_WRITE);
 }

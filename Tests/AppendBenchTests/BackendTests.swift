@@ -18,7 +18,8 @@ final class BackendTests: XCTestCase {
                      file: StaticString = #filePath, line: UInt = #line) throws {
         let label = "\(type.key) size \(size) batch \(batch) depth \(depth)"
         let path = scratch.file("\(type.key)-\(size)-\(batch)-\(depth).log")
-        let config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16)
+        let config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16,
+                                   totalBytes: ops * size)
         if let reason = type.unsupportedReason(directory: scratch.path, config: config) {
             throw XCTSkip("\(label): \(reason)")
         }

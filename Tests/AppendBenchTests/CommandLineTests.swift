@@ -26,7 +26,8 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(lines[1], "")
         XCTAssertTrue(lines[2].hasPrefix("| Category | Total Time (ms) | Time per Call (μs) | Throughput (GB/s) | vs write() |"), lines[2])
         for category in ["mmlog", "O_APPEND with write()", "writev() with O_APPEND", "FILE streams (fwrite)",
-                         "Direct I/O (O_DIRECT)", "Linux AIO", "io_uring", "null (harness overhead)"] {
+                         "Direct I/O (O_DIRECT)", "Linux AIO", "io_uring", "floor (prefaulted mmap, not a log)",
+                         "null (harness overhead)"] {
             let row = lines.first { $0.hasPrefix("| \(category) |") }
             XCTAssertNotNil(row, "row for \(category) in\n\(result.stdout)")
             if let row, !row.contains("unsupported") && !row.contains("null") {
@@ -39,11 +40,11 @@ final class CommandLineTests: XCTestCase {
         for column in ["run", "total_ms", "per_call_us", "throughput_gbps", "verified", "setup_ms", "kernel", "filesystem", "p99_us"] {
             XCTAssertTrue(rows[0].split(separator: ",").contains(Substring(column)), "CSV column \(column)")
         }
-        XCTAssertEqual(rows.count, 1 + 8, "header and one row per backend")
+        XCTAssertEqual(rows.count, 1 + 9, "header and one row per backend")
 
         let parsed = try JSONSerialization.jsonObject(with: Data(readBytes(json))) as? [String: Any]
         XCTAssertEqual(parsed?["ok"] as? Bool, true)
-        XCTAssertEqual((parsed?["results"] as? [Any])?.count, 8)
+        XCTAssertEqual((parsed?["results"] as? [Any])?.count, 9)
         XCTAssertNil(fileSize(scratch.file("run/mmlog.log")), "outputs are removed without --keep")
     }
 

@@ -25,6 +25,10 @@
 /// kernel or filesystem does not report them; or -errno when statx fails.
 int cb_dio_alignment(int fd, uint32_t *mem_align, uint32_t *offset_align);
 
+/// madvise(MADV_POPULATE_WRITE): allocates and maps every page of a shared mapping for
+/// writing now (Linux 5.14). Returns 0, or -1 with errno set.
+int cb_populate_write(void *address, size_t length);
+
 /// O_DIRECT as this platform defines it (Swift's Glibc module omits it: it needs _GNU_SOURCE).
 int cb_o_direct(void);
 
