@@ -7,7 +7,9 @@
   one figure per process count;
 - speedup.png: mmlog's throughput over write(O_APPEND) across sizes, one line per
   process count (ratios from the same invocation);
-- latency.png: p50 and p99 per call against record size, where --latency was used.
+- latency.png: p50 and p99 per call against record size, where --latency was used;
+- timeline.png (from a --timeline CSV, as scripts/saturation.sh writes): throughput over
+  time per backend, with the moments each crossed the dirty page limits marked.
 
 Only verified rows are drawn; each point is the median of its runs.
 """
@@ -123,6 +125,35 @@ def plot_latency(rows, out):
     return [path]
 
 
+def plot_timeline(rows, out):
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    background = throttle = None
+    for backend in dict.fromkeys(row["backend"] for row in rows):
+        series = [row for row in rows if row["backend"] == backend and row["run"] == "1"]
+        if not series:
+            continue
+        times = [float(row["t_ms"]) / 1e3 for row in series]
+        line, = axes.plot(times, [float(row["mb_per_s"]) for row in series], label=backend, linewidth=1.4)
+        background = int(series[0]["dirty_background_bytes"])
+        throttle = int(series[0]["dirty_throttle_bytes"])
+        # Mark when this backend's output passed each limit (dirty pages can be no more than that).
+        for limit, style in ((background, ":"), (throttle, "--")):
+            crossed = next((t for t, row in zip(times, series) if int(row["cumulative_bytes"]) >= limit), None)
+            if crossed is not None:
+                axes.axvline(crossed, color=line.get_color(), linestyle=style, linewidth=0.9, alpha=0.8)
+    axes.set_xlabel("seconds since the start barrier")
+    axes.set_ylabel("throughput (MB/s, all workers)")
+    limits = f"dotted: written past dirty_background ({background >> 20} MiB); dashed: past the throttle limit ({throttle >> 20} MiB)"
+    axes.set_title(f"Appending past the dirty page limits\n{title_suffix(rows)}\n{limits}", fontsize=9)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    path = os.path.join(out, "timeline.png")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", nargs="+", help="appendbench --csv output")
@@ -133,7 +164,10 @@ def main():
         sys.exit("plot.py: no rows in " + ", ".join(args.csv))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.csv[0])), "plots")
     os.makedirs(out, exist_ok=True)
-    written = plot_throughput(rows, out) + plot_speedup(rows, out) + plot_latency(rows, out)
+    if "t_ms" in rows[0]:
+        written = plot_timeline(rows, out)
+    else:
+        written = plot_throughput(rows, out) + plot_speedup(rows, out) + plot_latency(rows, out)
     for path in written:
         print(path)
 

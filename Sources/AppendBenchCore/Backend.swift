@@ -82,6 +82,9 @@ public protocol AppendBackend: AnyObject, SendableMetatype {
     func append(_ record: UnsafeRawBufferPointer) throws
     /// Completes every outstanding append (flush buffers, reap completions).
     func finish() throws
+    /// Makes every record appended so far durable: what finish does, then fdatasync (or
+    /// msync for a mapping). Used by `--fsync-every`.
+    func sync() throws
     /// Releases the output. Called once, after `finish` (or after a failure).
     func close() throws
 }
@@ -119,6 +122,11 @@ func openForAppend(_ path: String, extraFlags: Int32 = 0) throws -> Int32 {
     let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | extraFlags, 0o644)
     if fd < 0 { throw BackendError.system("open(\(path))") }
     return fd
+}
+
+/// fdatasync(fd), retried on EINTR; throws with the path and errno.
+func syncData(_ fd: Int32, _ path: String) throws {
+    if retryingInterrupts({ Int(fdatasync(fd)) }) != 0 { throw BackendError.system("fdatasync(\(path))") }
 }
 
 /// Closes `fd`, reporting failure (on some filesystems close reports deferred write errors).

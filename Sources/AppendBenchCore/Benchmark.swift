@@ -19,6 +19,10 @@ public struct BenchmarkOptions: Sendable {
     public var chunkSize = 8 << 20
     public var maxChunks = 4
     public var latency = false
+    /// fdatasync (msync for mappings) after every this many records per worker; 0: never.
+    public var fsyncEvery = 0
+    /// Record throughput per interval of this many milliseconds; 0: no timeline.
+    public var timelineMilliseconds = 0
 
     public init() {}
 
@@ -139,8 +143,10 @@ public enum Benchmark {
         let path = outputPath(directory, type.key)
         removeOutput(path)
         let config = options.config(path: path)
-        let plan = WorkerPool.Plan(procs: options.procs, ops: options.ops, config: config, latency: options.latency,
+        var plan = WorkerPool.Plan(procs: options.procs, ops: options.ops, config: config, latency: options.latency,
                                    scratchDirectory: directory, progress: progress)
+        plan.syncEvery = options.fsyncEvery
+        plan.timelineInterval = UInt64(options.timelineMilliseconds) * 1_000_000
         let measurement = WorkerPool.measure(type, plan)
         var verification: VerificationReport?
         if measurement.failures.isEmpty && type.writesRecords {

@@ -39,6 +39,36 @@ public struct MachineFacts: Sendable {
     }
 }
 
+/// The kernel's dirty page cache limits (/proc/sys/vm), which decide when writers are made
+/// to wait for writeback. A `*_bytes` setting, when non-zero, replaces its `*_ratio`.
+public struct DirtyLimits: Sendable {
+    public var ratio: Int, backgroundRatio: Int, bytes: Int, backgroundBytes: Int
+    /// MemAvailable: the ratios are percentages of roughly this much memory.
+    public var availableBytes: Int
+
+    public static func read() -> DirtyLimits {
+        func number(_ name: String) -> Int { readFirstLine("/proc/sys/vm/" + name).flatMap { Int($0) } ?? 0 }
+        let available = readSmallFile("/proc/meminfo")?.split(separator: "\n")
+            .first { $0.hasPrefix("MemAvailable:") }
+            .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) }.map { $0 * 1024 } ?? 0
+        return DirtyLimits(ratio: number("dirty_ratio"), backgroundRatio: number("dirty_background_ratio"),
+                           bytes: number("dirty_bytes"), backgroundBytes: number("dirty_background_bytes"),
+                           availableBytes: available)
+    }
+
+    /// Dirty bytes at which writers are throttled (approximate when set as a ratio).
+    public var throttleBytes: Int { bytes > 0 ? bytes : availableBytes / 100 * ratio }
+    /// Dirty bytes at which background writeback starts.
+    public var backgroundThresholdBytes: Int { backgroundBytes > 0 ? backgroundBytes : availableBytes / 100 * backgroundRatio }
+
+    public var description: String {
+        let hard = bytes > 0 ? "dirty_bytes \(bytes)" : "dirty_ratio \(ratio)% (~\(throttleBytes >> 20) MiB)"
+        let soft = backgroundBytes > 0 ? "dirty_background_bytes \(backgroundBytes)"
+            : "dirty_background_ratio \(backgroundRatio)% (~\(backgroundThresholdBytes >> 20) MiB)"
+        return "\(soft), \(hard), of MemAvailable \(availableBytes >> 20) MiB"
+    }
+}
+
 /// The first line of a small text file, or nil.
 func readFirstLine(_ path: String) -> String? {
     guard let text = readSmallFile(path) else { return nil }

@@ -86,6 +86,12 @@ extension BenchmarkReport {
             notes.append("\(padded.category) pads each record to \(padded.stride) bytes (the filesystem's direct I/O alignment); "
                          + "its throughput counts payload bytes only.")
         }
+        if options.fsyncEvery > 0 {
+            notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
+        }
+        if options.timelineMilliseconds > 0 || options.fsyncEvery > 0 {
+            notes.append("Dirty page limits: \(DirtyLimits.read().description).")
+        }
         notes.append("Kernel \(facts.kernel), \(facts.filesystem) at \(directory), \(facts.cores) cores, \(date).")
         return notes
     }
@@ -101,7 +107,7 @@ extension BenchmarkReport {
         "total_ms", "per_call_us", "throughput_gbps", "speedup_vs_write", "setup_ms",
         "median_total_ms", "min_total_ms", "max_total_ms",
         "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
-        "verified", "records", "kernel", "filesystem", "error",
+        "verified", "records", "kernel", "filesystem", "error", "fsync_every",
     ].joined(separator: ",")
 
     /// One row per backend per run (unsupported backends: one row, run 0).
@@ -112,7 +118,7 @@ extension BenchmarkReport {
                           "\(result.stride)", "\(options.batch)", "\(options.depth)", "\(options.chunkSize)"]
             if let reason = result.unsupported {
                 rows.append(csvLine(common + ["0", "\(options.runs)"] + Array(repeating: "", count: 13)
-                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason]))
+                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason, "\(options.fsyncEvery)"]))
                 continue
             }
             let stats = [result.median, result.fastest, result.slowest].map { $0.map { fixed($0.totalMilliseconds, 3) } ?? "" }
@@ -128,7 +134,8 @@ extension BenchmarkReport {
                     failed ? "" : fixed(run.totalMilliseconds, 3), failed ? "" : fixed(run.microsecondsPerCall, 4),
                     failed ? "" : fixed(run.gigabytesPerSecond, 4), failed ? "" : speedup(run).map { fixed($0, 3) } ?? "",
                     fixed(Double(run.measurement.setupNanoseconds) / 1e6, 3),
-                ] + stats + percentiles + [verified, "\(run.verification?.wholeRecords ?? 0)", facts.kernel, facts.filesystem, error]))
+                ] + stats + percentiles + [verified, "\(run.verification?.wholeRecords ?? 0)", facts.kernel, facts.filesystem,
+                                           error, "\(options.fsyncEvery)"]))
             }
         }
         return rows
@@ -143,6 +150,37 @@ extension BenchmarkReport {
         fstat(fd, &st)
         let text = (st.st_size == 0 ? [Self.csvHeader] : []) + csvRows
         try writeAll(fd, text.joined(separator: "\n") + "\n", path)
+    }
+
+    // MARK: Timeline
+
+    /// Throughput per interval, one row per backend, run and interval, with the dirty limits
+    /// in force (so a plot can mark where writeback throttling should start).
+    public func appendTimeline(to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0 { throw BackendError.system("open(\(path))") }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let limits = DirtyLimits.read()
+        let interval = Double(options.timelineMilliseconds)
+        var lines = st.st_size == 0 ? ["date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,"
+                                       + "mb_per_s,dirty_background_bytes,dirty_throttle_bytes,kernel,filesystem"] : []
+        for result in results {
+            for run in result.runs where run.measurement.failures.isEmpty {
+                var cumulative = 0
+                for (b, records) in run.measurement.timeline.enumerated() {
+                    let bytes = records * options.size
+                    cumulative += bytes
+                    lines.append(csvLine([date, result.key, "\(options.procs)", "\(options.size)", "\(run.run)",
+                                          fixed(interval, 0), fixed(Double(b + 1) * interval, 0), "\(records)", "\(bytes)",
+                                          "\(cumulative)", fixed(Double(bytes) / 1e6 / (interval / 1e3), 3),
+                                          "\(limits.backgroundThresholdBytes)", "\(limits.throttleBytes)",
+                                          facts.kernel, facts.filesystem]))
+                }
+            }
+        }
+        try writeAll(fd, lines.joined(separator: "\n") + "\n", path)
     }
 
     // MARK: JSON

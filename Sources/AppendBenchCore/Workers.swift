@@ -15,6 +15,8 @@ public struct Measurement: Sendable {
     public var latency: Histogram<UInt64>?
     /// One line per worker that failed or died ("worker 2 (pid 123): write(...): ...").
     public var failures: [String]
+    /// With a timeline: records appended by all workers in each interval since the start.
+    public var timeline: [Int] = []
 }
 
 /// Forks `procs` workers from this (single-threaded) process, each appending `ops` records
@@ -35,7 +37,14 @@ enum WorkerPool {
         var progress: ((Int) -> Void)?
         /// The parent's pid, naming its workers' scratch files.
         var owner: pid_t = 0
+        /// Make records durable (`sync`) after every this many, per worker; 0: never.
+        var syncEvery = 0
+        /// Record each worker's progress every this many nanoseconds; 0: no timeline.
+        var timelineInterval: UInt64 = 0
     }
+
+    /// Most timeline intervals recorded per worker; later ones are dropped.
+    static let timelineCapacity = 8192
 
     // Shared region layout.
     private static let readyOffset = 0
@@ -53,7 +62,9 @@ enum WorkerPool {
     static func measure<B: AppendBackend>(_ backend: B.Type, _ plan: Plan) -> Measurement {
         var plan = plan
         plan.owner = getpid()
-        let regionSize = slotsOffset + plan.procs * slotSize
+        let timelineWords = plan.timelineInterval > 0 ? timelineCapacity : 0
+        let timelineOffset = slotsOffset + plan.procs * slotSize
+        let regionSize = timelineOffset + plan.procs * timelineWords * 8
         guard let region = mmap(nil, regionSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
               region != MAP_FAILED
         else {
@@ -70,7 +81,8 @@ enum WorkerPool {
         for w in 0..<plan.procs {
             let pid = fork()
             if pid == 0 {
-                runWorker(backend, w, plan, slot: region + slotsOffset + w * slotSize, ready: ready, start: start)
+                runWorker(backend, w, plan, slot: region + slotsOffset + w * slotSize, ready: ready, start: start,
+                          timeline: (region + timelineOffset + w * timelineWords * 8).bindMemory(to: UInt64.self, capacity: timelineWords))
             }
             if pid < 0 {
                 failures.append("fork of worker \(w): \(String(cString: strerror(errno)))")
@@ -140,13 +152,30 @@ enum WorkerPool {
             }
             latency = merged
         }
-        return Measurement(totalNanoseconds: last - startedAt, setupNanoseconds: setup, latency: latency, failures: failures)
+        var measurement = Measurement(totalNanoseconds: last - startedAt, setupNanoseconds: setup, latency: latency, failures: failures)
+        if timelineWords > 0 && failures.isEmpty {
+            let intervals = min(Int((last - startedAt) / plan.timelineInterval) + 1, timelineWords)
+            var totals = [Int](repeating: 0, count: intervals)
+            for w in 0..<plan.procs {
+                // Each worker stored its cumulative count at its last check in each interval;
+                // intervals with no check carry the previous count forward.
+                let counts = (region + timelineOffset + w * timelineWords * 8).assumingMemoryBound(to: UInt64.self)
+                var previous = 0
+                for b in 0..<intervals {
+                    let cumulative = max(previous, Int(counts[b]))
+                    totals[b] += cumulative - previous
+                    previous = cumulative
+                }
+            }
+            measurement.timeline = totals
+        }
+        return measurement
     }
 
     /// The body of worker `w`, in the child. Never returns.
     private static func runWorker<B: AppendBackend>(
         _ backend: B.Type, _ w: Int, _ plan: Plan, slot: UnsafeMutableRawPointer,
-        ready: UnsafeAtomic<UInt64>, start: UnsafeAtomic<UInt64>
+        ready: UnsafeAtomic<UInt64>, start: UnsafeAtomic<UInt64>, timeline: UnsafeMutablePointer<UInt64>
     ) -> Never {
         func fail(_ message: String) -> Never {
             let bytes = Array(message.utf8.prefix(messageCapacity))
@@ -171,6 +200,30 @@ enum WorkerPool {
         ready.wrappingIncrement(ordering: .releasing)
         while start.load(ordering: .acquiring) == 0 { sched_yield() }
 
+        // Everything done every so many records (progress, --fsync-every, --timeline) waits
+        // for `i == next`, so the default loop pays one compare per record.
+        let startedAt = start.load(ordering: .relaxed)
+        let syncEvery = plan.syncEvery > 0 ? plan.syncEvery : Int.max
+        let timelineStep = plan.timelineInterval > 0 ? 256 : Int.max
+        var nextProgress = 1024, nextSync = syncEvery, nextTimeline = timelineStep
+        var next = min(nextProgress, nextSync, nextTimeline)
+        func event(_ i: Int) throws {
+            if i == nextProgress {
+                count.store(UInt64(i), ordering: .relaxed)
+                nextProgress += 1024
+            }
+            if i == nextSync {
+                try instance.sync()
+                nextSync += syncEvery
+            }
+            if i == nextTimeline {
+                let interval = Int((monotonicNanoseconds() - startedAt) / plan.timelineInterval)
+                if interval < timelineCapacity { timeline[interval] = UInt64(i) }
+                nextTimeline += timelineStep
+            }
+            next = min(nextProgress, nextSync, nextTimeline)
+        }
+
         var i = 0
         do {
             if histogram == nil {
@@ -178,7 +231,7 @@ enum WorkerPool {
                     RecordFormat.encode(worker: w, index: i, into: record)
                     try instance.append(UnsafeRawBufferPointer(record))
                     i += 1
-                    if i & 1023 == 0 { count.store(UInt64(i), ordering: .relaxed) }
+                    if i == next { try event(i) }
                 }
             } else {
                 while i < plan.ops {
@@ -187,7 +240,7 @@ enum WorkerPool {
                     try instance.append(UnsafeRawBufferPointer(record))
                     _ = histogram!.record(monotonicNanoseconds() - before)
                     i += 1
-                    if i & 1023 == 0 { count.store(UInt64(i), ordering: .relaxed) }
+                    if i == next { try event(i) }
                 }
             }
             try instance.finish()
@@ -196,7 +249,12 @@ enum WorkerPool {
             fail("\(B.key): record \(i): \(error)")
         }
         do { try instance.close() } catch { fail("\(B.key): close: \(error)") }
-        slot.storeBytes(of: monotonicNanoseconds(), toByteOffset: endField, as: UInt64.self)
+        let end = monotonicNanoseconds()
+        slot.storeBytes(of: end, toByteOffset: endField, as: UInt64.self)
+        if plan.timelineInterval > 0 {
+            let interval = Int((end - startedAt) / plan.timelineInterval)
+            if interval < timelineCapacity { timeline[interval] = UInt64(i) }
+        }
         count.store(UInt64(i), ordering: .relaxed)
         if let histogram {
             if let problem = writeHistogram(histogram, to: latencyPath(plan, w)) { fail(problem) }

@@ -364,6 +364,16 @@ public final class MMLog: @unchecked Sendable {
         }
     }
 
+    /// Writes every appended byte that is in memory to the device, whichever process wrote it
+    /// (stores through the mappings included): `fdatasync` of the data file. Appends made
+    /// while it runs may or may not be included. Costs a device flush: it is what the
+    /// article's log service gave up when it dropped `fsync` per message.
+    public func sync() throws(MMLogError) {
+        try enterSlowPath("sync")
+        defer { slowPaths.wrappingDecrement(ordering: .releasing) }
+        _ = try valueOrErrno("fdatasync(\(path))") { fdatasync(dataFD) }
+    }
+
     // MARK: Trimming and closing
 
     /// Truncates the data file to the end of the last record, when no other handle (in any

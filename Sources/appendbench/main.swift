@@ -65,6 +65,15 @@ struct AppendBench: ParsableCommand {
     @Option(name: .customLong("max-chunks"), help: "MMLog chunks each process keeps mapped.")
     var maxChunks = 4
 
+    @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; 0: never.", valueName: "N"))
+    var fsyncEvery = 0
+
+    @Option(name: .long, help: ArgumentHelp("Record throughput per interval of MS milliseconds into --timeline-csv, with the dirty page limits.", valueName: "MS"))
+    var timeline = 0
+
+    @Option(name: .customLong("timeline-csv"), help: ArgumentHelp("Where --timeline appends its series.", valueName: "file"))
+    var timelineCSV = "appendbench-timeline.csv"
+
     @Flag(name: .long, help: "No progress lines on stderr.")
     var quiet = false
 
@@ -77,6 +86,8 @@ struct AppendBench: ParsableCommand {
         where value < 1 {
             throw ValidationError("\(name) must be at least 1 (got \(value)).")
         }
+        if fsyncEvery < 0 { throw ValidationError("--fsync-every must be 0 (never) or more (got \(fsyncEvery)).") }
+        if timeline < 0 { throw ValidationError("--timeline must be a positive number of milliseconds (got \(timeline)).") }
         if procs > 1024 { throw ValidationError("--procs \(procs) is more than 1024 worker processes.") }
         if size > 1 << 30 { throw ValidationError("--size \(size) is over 1 GiB; records are at most 1073741824 bytes.") }
         if depth > 4096 { throw ValidationError("--depth \(depth) is over 4096.") }
@@ -107,6 +118,8 @@ struct AppendBench: ParsableCommand {
         options.chunkSize = chunkSize
         options.maxChunks = maxChunks
         options.latency = latency
+        options.fsyncEvery = fsyncEvery
+        options.timelineMilliseconds = timeline
 
         let showProgress = !quiet && standardErrorIsTerminal
         var progressShown = false
@@ -126,6 +139,7 @@ struct AppendBench: ParsableCommand {
         do {
             if let csv { try report.appendCSV(to: csv) }
             if let json { try report.writeJSON(to: json) }
+            if timeline > 0 { try report.appendTimeline(to: timelineCSV) }
         } catch {
             writeStandardError("appendbench: \(error)\n")
             throw ExitCode(1)

@@ -70,6 +70,25 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(readText(scratch.file("runs.csv")).split(separator: "\n").count, 1 + 2 * 3)
     }
 
+    func testFsyncEveryAndATimelineAreRecordedAndStillVerified() {
+        let timeline = scratch.file("timeline.csv")
+        let result = appendbench(["--procs", "2", "--ops", "3000", "--size", "512", "--backends", "mmlog,write,fwrite,floor",
+                                  "--fsync-every", "1000", "--timeline", "5", "--timeline-csv", timeline,
+                                  "--dir", scratch.file("durable"), "--csv", scratch.file("durable.csv")])
+        XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+        XCTAssertTrue(result.stdout.contains("after every 1000 records"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("Dirty page limits: "), result.stdout)
+        let rows = readText(timeline).split(separator: "\n")
+        XCTAssertTrue(rows[0].hasPrefix("date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,mb_per_s,"))
+        for key in ["mmlog", "write", "fwrite", "floor"] {
+            let series = rows.dropFirst().filter { $0.split(separator: ",")[1] == Substring(key) }
+            XCTAssertFalse(series.isEmpty, "timeline rows for \(key)")
+            let records = series.map { Int($0.split(separator: ",")[7]) ?? -1 }.reduce(0, +)
+            XCTAssertEqual(records, 2 * 3000, "\(key): the intervals add up to every record")
+        }
+        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000\n"), "fsync_every in the CSV")
+    }
+
     func testBadInputGetsAClearMessageAndAFailingStatus() {
         let file = scratch.file("plain-file")
         writeBytes(file, [1])
@@ -79,6 +98,7 @@ final class CommandLineTests: XCTestCase {
             (["--procs=-2"], "--procs must be at least 1"),
             (["--size", "0"], "--size must be at least 1"),
             (["--runs", "0"], "--runs must be at least 1"),
+            (["--fsync-every=-1"], "--fsync-every must be 0 (never) or more"),
             (["--backends", "mmlog,nope"], "unknown backend 'nope'"),
             (["--chunk-size", "5000"], "--chunk-size 5000 must be a power of two"),
             (["--size", "2000000000"], "--size 2000000000 is over 1 GiB"),

@@ -174,6 +174,21 @@ final class MMLogTests: XCTestCase {
         XCTAssertTrue(report.ok, report.description)
     }
 
+    func testSyncWritesWithoutDisturbingTheRecords() throws {
+        let path = scratch.file("sync.log")
+        let log = try MMLog(path: path, options: .init(chunkSize: page, maxChunks: 2))
+        var expected: [UInt8] = []
+        for n in 0..<5 {
+            let bytes = record(n, size: 3000)
+            try log.append(bytes)
+            expected += bytes
+            try log.sync()
+        }
+        try log.close()
+        XCTAssertEqual(readBytes(path), expected)
+        XCTAssertThrowsError(try log.sync(), "sync after close is an error")
+    }
+
     func testAppendAfterCloseThrowsClosed() throws {
         let log = try MMLog(path: scratch.file("closed.log"))
         try log.close()

@@ -57,6 +57,11 @@ final class AIOBackend: AppendBackend {
         if result.step != CB_OK { throw failure(result) }
     }
 
+    func sync() throws {
+        try finish()
+        try syncData(fd, path)
+    }
+
     func close() throws {
         guard isOpen else { return }
         isOpen = false

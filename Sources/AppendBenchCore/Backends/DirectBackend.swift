@@ -50,6 +50,8 @@ final class DirectBackend: AppendBackend {
 
     func finish() throws {}
 
+    func sync() throws { try syncData(fd, path) }  // O_DIRECT skips the page cache, not the device cache
+
     func close() throws {
         guard isOpen else { return }
         isOpen = false

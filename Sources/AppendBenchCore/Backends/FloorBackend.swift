@@ -37,6 +37,10 @@ final class FloorBackend: AppendBackend {
 
     func finish() throws {}
 
+    func sync() throws {
+        if msync(data, length, MS_SYNC) != 0 { throw BackendError.system("msync(\(path), \(length))") }
+    }
+
     func close() throws {
         munmap(data, length)
         munmap(cursorPage, 4096)

@@ -63,6 +63,11 @@ final class FwriteBackend: AppendBackend {
 
     func finish() throws { try flush() }
 
+    func sync() throws {
+        try finish()
+        try syncData(fileno(stream), path)
+    }
+
     func close() throws {
         guard isOpen else { return }
         isOpen = false

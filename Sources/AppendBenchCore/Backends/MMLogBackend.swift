@@ -18,6 +18,8 @@ final class MMLogBackend: AppendBackend {
 
     func finish() throws {}
 
+    func sync() throws { try log.sync() }
+
     func close() throws {
         try log.close()
     }

@@ -11,5 +11,7 @@ final class NullBackend: AppendBackend {
 
     func finish() throws {}
 
+    func sync() throws {}
+
     func close() throws {}
 }

@@ -61,6 +61,11 @@ final class URingBackend: AppendBackend {
         if result.step != CB_OK { throw failure(result) }
     }
 
+    func sync() throws {
+        try finish()
+        try syncData(fd, path)
+    }
+
     func close() throws {
         guard isOpen else { return }
         isOpen = false

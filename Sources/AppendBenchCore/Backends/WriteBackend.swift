@@ -24,6 +24,8 @@ final class WriteBackend: AppendBackend {
 
     func finish() throws {}
 
+    func sync() throws { try syncData(fd, path) }
+
     func close() throws {
         try closeChecked(fd, path)
     }

@@ -75,6 +75,11 @@ final class WritevBackend: AppendBackend {
         if pending > 0 { try writePending(pending) }
     }
 
+    func sync() throws {
+        try finish()
+        try syncData(fd, path)
+    }
+
     func close() throws {
         guard isOpen else { return }
         isOpen = false
