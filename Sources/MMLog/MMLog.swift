@@ -38,6 +38,11 @@ public final class MMLog: @unchecked Sendable {
         }
     }
 
+    /// Records of at least this many bytes are written with one pwrite rather than copied
+    /// through a mapping (measured: the kernel's write path fills large folios and beats
+    /// page-by-page faults from here up).
+    static let pwriteThreshold = 8192
+
     /// Path of the data file.
     public let path: String
     /// Path of the metadata file (`path + ".mmlog"`).
@@ -224,7 +229,7 @@ public final class MMLog: @unchecked Sendable {
         if UInt64(end) > fileSize.load(ordering: .acquiring) {  // pairs with the grower's releasing store
             return try appendSlow(bytes, at: begin, grow: true)
         }
-        if copyThroughMappings(bytes, at: begin) { return begin }
+        if count < MMLog.pwriteThreshold && copyThroughMappings(bytes, at: begin) { return begin }
         return try appendSlow(bytes, at: begin, grow: false)
     }
 
@@ -294,7 +299,7 @@ public final class MMLog: @unchecked Sendable {
             defer { slowPaths.wrappingDecrement(ordering: .releasing) }
             if grow { try ensureAllocated(end) }
             let first = begin >> chunkShift, last = (end - 1) >> chunkShift
-            if last <= first + 1 {
+            if last <= first + 1 && bytes.count < MMLog.pwriteThreshold {
                 let allocated = Int(fileSize.load(ordering: .acquiring))
                 var mappedAll = true
                 for k in first...last where try ring.load(k, fd: dataFD, path: path, allocatedEnd: allocated) == .busy {
