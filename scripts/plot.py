@@ -41,8 +41,8 @@ def medians(rows, field):
     """{(backend, procs, size): median of `field`} over verified rows that have it."""
     groups = collections.defaultdict(list)
     for row in rows:
-        if row.get("verified") not in ("yes", "n/a") or not row.get(field):
-            continue
+        if row.get("verified") not in ("yes", "n/a") or not row.get(field) or float(row[field]) <= 0:
+            continue  # unverified, absent, or rounded to zero (cannot sit on a log axis)
         groups[(row["backend"], int(row["procs"]), int(row["size"]))].append(float(row[field]))
     return {key: statistics.median(values) for key, values in groups.items()}
 
