@@ -143,13 +143,7 @@ extension BenchmarkReport {
 
     /// Appends this report's rows to `path`, writing the header first when the file is new or empty.
     public func appendCSV(to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        if fd < 0 { throw BackendError.system("open(\(path))") }
-        defer { close(fd) }
-        var st = stat()
-        fstat(fd, &st)
-        let text = (st.st_size == 0 ? [Self.csvHeader] : []) + csvRows
-        try writeAll(fd, text.joined(separator: "\n") + "\n", path)
+        try appendLines(csvRows, header: Self.csvHeader, to: path)
     }
 
     // MARK: Timeline
@@ -157,15 +151,9 @@ extension BenchmarkReport {
     /// Throughput per interval, one row per backend, run and interval, with the dirty limits
     /// in force (so a plot can mark where writeback throttling should start).
     public func appendTimeline(to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        if fd < 0 { throw BackendError.system("open(\(path))") }
-        defer { close(fd) }
-        var st = stat()
-        fstat(fd, &st)
         let limits = DirtyLimits.read()
         let interval = Double(options.timelineMilliseconds)
-        var lines = st.st_size == 0 ? ["date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,"
-                                       + "mb_per_s,dirty_background_bytes,dirty_throttle_bytes,kernel,filesystem"] : []
+        var lines: [String] = []
         for result in results {
             for run in result.runs where run.measurement.failures.isEmpty {
                 var cumulative = 0
@@ -180,7 +168,8 @@ extension BenchmarkReport {
                 }
             }
         }
-        try writeAll(fd, lines.joined(separator: "\n") + "\n", path)
+        try appendLines(lines, header: "date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,"
+                            + "mb_per_s,dirty_background_bytes,dirty_throttle_bytes,kernel,filesystem", to: path)
     }
 
     // MARK: JSON
@@ -239,6 +228,17 @@ extension BenchmarkReport {
         defer { close(fd) }
         try writeAll(fd, json, path)
     }
+}
+
+/// Appends `lines` to the CSV file at `path`, writing `header` first when the file is new or empty.
+private func appendLines(_ lines: [String], header: String, to path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    if fd < 0 { throw BackendError.system("open(\(path))") }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw BackendError.system("fstat(\(path))") }
+    let text = (st.st_size == 0 ? [header] : []) + lines
+    try writeAll(fd, text.joined(separator: "\n") + "\n", path)
 }
 
 private func writeAll(_ fd: Int32, _ text: String, _ path: String) throws {
