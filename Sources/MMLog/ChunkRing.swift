@@ -17,8 +17,8 @@ final class ChunkRing: @unchecked Sendable {
     static let pinMask: UInt64 = (1 << pinBits) - 1
     static let loadingTag: UInt64 = (1 << 40) - 1
     static let closedTag: UInt64 = (1 << 40) - 2
-    /// Largest chunk index a tag can name.
-    static let maxChunkIndex = Int(closedTag) - 2
+    // Tags cannot run into the special values: offsets stay below 2^48 (the header check) and
+    // chunks are at least 4 KiB, so chunk indexes stay below 2^36.
 
     /// How many cache lines apart slot words are (no false sharing between threads pinning neighbours).
     private static let slotStride = 8
