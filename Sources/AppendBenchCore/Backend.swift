@@ -1,6 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MMLog
+
+/// How MMLog prefaults a chunk it maps (`--prefault`).
+public typealias MMLogPrefault = MMLog.Prefault
 
 /// What every worker's backend is opened with.
 public struct BackendConfig: Sendable {
@@ -16,12 +20,19 @@ public struct BackendConfig: Sendable {
     public var chunkSize: Int
     /// MMLog ring capacity in chunks.
     public var maxChunks: Int
+    /// MMLog prefaulting of a fresh chunk.
+    public var prefault: MMLogPrefault
+    /// MMLog huge page advice on its chunk mappings.
+    public var hugePages: Bool
     /// Bytes all workers of the run append together (procs x ops x record size); only the
     /// `floor` backend, which maps the whole output up front, needs it.
     public var totalBytes: Int
 
     public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
-                chunkSize: Int = 8 << 20, maxChunks: Int = 4, totalBytes: Int = 0) {
+                chunkSize: Int = 8 << 20, maxChunks: Int = 4, prefault: MMLogPrefault = .write, hugePages: Bool = true,
+                totalBytes: Int = 0) {
+        self.prefault = prefault
+        self.hugePages = hugePages
         self.path = path
         self.recordSize = recordSize
         self.batch = batch

@@ -18,6 +18,8 @@ public struct BenchmarkOptions: Sendable {
     public var depth = 1
     public var chunkSize = 8 << 20
     public var maxChunks = 4
+    public var prefault = MMLogPrefault.write
+    public var hugePages = true
     public var latency = false
     /// fdatasync (msync for mappings) after every this many records per worker; 0: never.
     public var fsyncEvery = 0
@@ -28,6 +30,7 @@ public struct BenchmarkOptions: Sendable {
 
     func config(path: String) -> BackendConfig {
         BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks,
+                      prefault: prefault, hugePages: hugePages,
                       totalBytes: procs * ops * size)
     }
 }

@@ -86,6 +86,9 @@ extension BenchmarkReport {
             notes.append("\(padded.category) pads each record to \(padded.stride) bytes (the filesystem's direct I/O alignment); "
                          + "its throughput counts payload bytes only.")
         }
+        if options.backends.contains("mmlog") && (options.prefault != .write || !options.hugePages) {
+            notes.append("MMLog ran with --prefault \(options.prefault.rawValue)\(options.hugePages ? "" : " --no-huge-pages").")
+        }
         if options.fsyncEvery > 0 {
             notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
         }
@@ -107,7 +110,7 @@ extension BenchmarkReport {
         "total_ms", "per_call_us", "throughput_gbps", "speedup_vs_write", "setup_ms",
         "median_total_ms", "min_total_ms", "max_total_ms",
         "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
-        "verified", "records", "kernel", "filesystem", "error", "fsync_every",
+        "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages",
     ].joined(separator: ",")
 
     /// One row per backend per run (unsupported backends: one row, run 0).
@@ -118,7 +121,7 @@ extension BenchmarkReport {
                           "\(result.stride)", "\(options.batch)", "\(options.depth)", "\(options.chunkSize)"]
             if let reason = result.unsupported {
                 rows.append(csvLine(common + ["0", "\(options.runs)"] + Array(repeating: "", count: 13)
-                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason, "\(options.fsyncEvery)"]))
+                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason] + mmlogKnobs))
                 continue
             }
             let stats = [result.median, result.fastest, result.slowest].map { $0.map { fixed($0.totalMilliseconds, 3) } ?? "" }
@@ -135,10 +138,15 @@ extension BenchmarkReport {
                     failed ? "" : fixed(run.gigabytesPerSecond, 4), failed ? "" : speedup(run).map { fixed($0, 3) } ?? "",
                     fixed(Double(run.measurement.setupNanoseconds) / 1e6, 3),
                 ] + stats + percentiles + [verified, "\(run.verification?.wholeRecords ?? 0)", facts.kernel, facts.filesystem,
-                                           error, "\(options.fsyncEvery)"]))
+                                           error] + mmlogKnobs))
             }
         }
         return rows
+    }
+
+    /// The CSV's last columns: fsync_every and the MMLog knobs.
+    private var mmlogKnobs: [String] {
+        ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)"]
     }
 
     /// Appends this report's rows to `path`, writing the header first when the file is new or empty.
@@ -195,6 +203,8 @@ extension BenchmarkReport {
             ("cores", "\(facts.cores)"), ("directory", jsonString(directory)),
             ("procs", "\(options.procs)"), ("ops", "\(options.ops)"), ("size", "\(options.size)"),
             ("batch", "\(options.batch)"), ("depth", "\(options.depth)"), ("chunk_size", "\(options.chunkSize)"),
+            ("max_chunks", "\(options.maxChunks)"), ("prefault", jsonString(options.prefault.rawValue)),
+            ("huge_pages", "\(options.hugePages)"),
             ("runs", "\(options.runs)"), ("throughput_unit", jsonString("payload bytes / s / 1e9")),
             ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]"),
         ]) + "\n"

@@ -26,6 +26,8 @@ final class ChunkRing: @unchecked Sendable {
     let slotCount: Int
     let slotMask: Int
     let chunkSize: Int
+    let prefault: MMLog.Prefault
+    let hugePages: Bool
     private let words: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     private let bases: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     /// Serialises remapping and closing; never taken on the fast path.
@@ -33,7 +35,9 @@ final class ChunkRing: @unchecked Sendable {
 
     enum Load { case mapped, busy }
 
-    init(maxChunks: Int, chunkSize: Int) {
+    init(maxChunks: Int, chunkSize: Int, prefault: MMLog.Prefault = .write, hugePages: Bool = true) {
+        self.prefault = prefault
+        self.hugePages = hugePages
         var count = 1
         while count * 2 <= maxChunks { count *= 2 }
         slotCount = count
@@ -99,13 +103,13 @@ final class ChunkRing: @unchecked Sendable {
             let offset = k * chunkSize
             let base: UnsafeMutableRawPointer
             do throws(MMLogError) {
-                base = try Sys.mapShared(fd, chunkSize, offset, path)
+                base = try Sys.mapShared(fd, chunkSize, offset, path, hugePages: hugePages)
             } catch {
                 retag(w, from: Self.loadingTag, to: 0)
                 throw error
             }
             let populate = min(chunkSize, allocatedEnd - offset)
-            if populate > 0 { Sys.populateForWriting(base, populate) }
+            if populate > 0 { Sys.prefault(base, populate, prefault) }
             bases[slot] = base
             retag(w, from: Self.loadingTag, to: UInt64(k + 1))  // publish
             return .mapped

@@ -27,15 +27,36 @@ public final class MMLog: @unchecked Sendable {
         public var maxChunks: Int
         /// Permissions of files this handle creates (before the umask).
         public var permissions: mode_t
+        /// How a freshly mapped chunk is prefaulted (the part of it the file has allocated).
+        public var prefault: Prefault
+        /// Map chunks at 2 MiB-aligned addresses with MADV_HUGEPAGE, so the page cache can
+        /// back them with 2 MiB folios, each allocated and mapped at once. Only advice: where
+        /// the kernel or filesystem has no such folios, nothing changes.
+        public var hugePages: Bool
 
         public static let defaultChunkSize = 8 << 20
         public static let defaultMaxChunks = 4
 
-        public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks, permissions: mode_t = 0o644) {
+        public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,
+                    permissions: mode_t = 0o644, prefault: Prefault = .write, hugePages: Bool = true) {
             self.chunkSize = chunkSize
             self.maxChunks = maxChunks
             self.permissions = permissions
+            self.prefault = prefault
+            self.hugePages = hugePages
         }
+    }
+
+    /// How a chunk's pages are faulted in when this handle maps it.
+    public enum Prefault: String, Sendable, CaseIterable {
+        /// MADV_POPULATE_WRITE: allocated and mapped writable up front, so appends take no
+        /// faults. Dirties the whole chunk at once, so `sync()` also writes its zeros.
+        case write
+        /// MADV_POPULATE_READ: allocated and mapped read-only; each page (or 2 MiB folio)
+        /// takes a write fault at its first append, and is dirtied only then.
+        case read
+        /// Nothing: each page is allocated at its first append.
+        case none
     }
 
     /// Records of at least this many bytes are written with one pwrite rather than copied
@@ -155,7 +176,8 @@ public final class MMLog: @unchecked Sendable {
         self.chunkSize = Int(meta.chunkSize)
         self.chunkShift = chunkSize.trailingZeroBitCount
         self.chunkMask = chunkSize - 1
-        self.ring = ChunkRing(maxChunks: options.maxChunks, chunkSize: chunkSize)
+        self.ring = ChunkRing(maxChunks: options.maxChunks, chunkSize: chunkSize,
+                              prefault: options.prefault, hugePages: options.hugePages)
     }
 
     /// A sealed cursor with us attached means a trimmer died mid-trim (a live one would hold

@@ -59,8 +59,13 @@ enum Sys {
         }
     }
 
-    static func mapShared(_ fd: Int32, _ length: Int, _ offset: Int, _ path: String) throws(MMLogError) -> UnsafeMutableRawPointer {
-        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
+    /// Maps `length` bytes of `fd` at `offset`, shared and writable. With `hugePages`, at an
+    /// address aligned to 2 MiB (or to `length` when smaller) and advised MADV_HUGEPAGE, so
+    /// the page cache can use 2 MiB folios mapped by single page table entries.
+    static func mapShared(_ fd: Int32, _ length: Int, _ offset: Int, _ path: String,
+                          hugePages: Bool = false) throws(MMLogError) -> UnsafeMutableRawPointer {
+        let align = hugePages ? min(length, 2 << 20) : 0
+        guard let p = mmlog_map_aligned(fd, length, off_t(offset), align, hugePages ? 1 : 0), p != MAP_FAILED else {
             throw MMLogError.system("mmap(\(path), \(length), \(offset))", mmlog_errno())
         }
         return p
@@ -70,9 +75,13 @@ enum Sys {
         _ = munmap(address, length)
     }
 
-    /// Prefaults a fresh mapping for writing; failure only costs the faults it would have saved.
-    static func populateForWriting(_ address: UnsafeMutableRawPointer, _ length: Int) {
-        _ = mmlog_populate_write(address, length)
+    /// Prefaults a fresh mapping; failure only costs the faults it would have saved.
+    static func prefault(_ address: UnsafeMutableRawPointer, _ length: Int, _ how: MMLog.Prefault) {
+        switch how {
+        case .write: _ = mmlog_populate_write(address, length)
+        case .read: _ = mmlog_populate_read(address, length)
+        case .none: break
+        }
     }
 
     /// Takes (wait: true), tries (wait: false) or releases an OFD lock on one byte of `fd`.

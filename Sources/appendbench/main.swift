@@ -65,6 +65,12 @@ struct AppendBench: ParsableCommand {
     @Option(name: .customLong("max-chunks"), help: "MMLog chunks each process keeps mapped.")
     var maxChunks = 4
 
+    @Option(name: .long, help: ArgumentHelp("How MMLog prefaults a chunk it maps: write (MADV_POPULATE_WRITE), read (MADV_POPULATE_READ: pages are dirtied only when written) or none.", valueName: "write|read|none"))
+    var prefault = MMLogPrefault.write
+
+    @Flag(name: .customLong("huge-pages"), inversion: .prefixedNo, help: "MMLog maps chunks 2 MiB-aligned with MADV_HUGEPAGE.")
+    var hugePages = true
+
     @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; 0: never.", valueName: "N"))
     var fsyncEvery = 0
 
@@ -117,6 +123,8 @@ struct AppendBench: ParsableCommand {
         options.depth = depth
         options.chunkSize = chunkSize
         options.maxChunks = maxChunks
+        options.prefault = prefault
+        options.hugePages = hugePages
         options.latency = latency
         options.fsyncEvery = fsyncEvery
         options.timelineMilliseconds = timeline
@@ -155,3 +163,5 @@ extension String {
 }
 
 AppendBench.main()
+
+extension MMLogPrefault: ExpressibleByArgument {}

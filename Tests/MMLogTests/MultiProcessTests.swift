@@ -60,6 +60,20 @@ final class MultiProcessTests: XCTestCase {
         try verify(path, workers: 4, ops: 1_000, size: 9_000)
     }
 
+    func testEveryPrefaultModeWithAndWithoutHugePages() throws {
+        // 2 MiB chunks (one huge folio each) and a two-slot ring, so chunks are mapped,
+        // prefaulted and evicted again and again; 1000-byte records cross their boundaries.
+        for prefault in ["write", "read", "none"] {
+            for huge in [true, false] {
+                let path = scratch.file("prefault-\(prefault)-\(huge).log")
+                runWriters(path: path, processes: 3, ops: 8_000, size: 1000,
+                           extra: ["--chunk-size", "\(2 << 20)", "--max-chunks", "2", "--prefault", prefault]
+                               + (huge ? [] : ["--no-huge-pages"]))
+                try verify(path, workers: 3, ops: 8_000, size: 1000)
+            }
+        }
+    }
+
     func testEightThreadsInOneProcess() throws {
         let path = scratch.file("threads.log")
         runWriters(path: path, processes: 1, threads: 8, ops: 50_000, size: 128)

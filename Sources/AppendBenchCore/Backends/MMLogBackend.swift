@@ -8,7 +8,8 @@ final class MMLogBackend: AppendBackend {
     private let log: MMLog
 
     init(config: BackendConfig) throws {
-        log = try MMLog(path: config.path, options: .init(chunkSize: config.chunkSize, maxChunks: config.maxChunks))
+        log = try MMLog(path: config.path, options: .init(chunkSize: config.chunkSize, maxChunks: config.maxChunks,
+                                                         prefault: config.prefault, hugePages: config.hugePages))
     }
 
     @inline(__always)

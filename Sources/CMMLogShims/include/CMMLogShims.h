@@ -20,6 +20,17 @@ int mmlog_fallocate(int fd, off_t offset, off_t len);
 /// Returns 0, or -1 with errno set (EINVAL on kernels without it).
 int mmlog_populate_write(void *addr, size_t len);
 
+/// Maps [offset, offset+len) of fd shared and read-write at an address aligned to `align`
+/// (a power of two; 0 or a page: no alignment beyond the kernel's choice), so that the
+/// kernel can map the page cache's large folios with huge page table entries. With
+/// `huge` != 0 it also advises MADV_HUGEPAGE (failure ignored: it is only advice).
+/// Returns the address, or MAP_FAILED with errno set.
+void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge);
+
+/// MADV_POPULATE_READ (Linux 5.14): allocates and maps the range's page cache without
+/// dirtying it. Returns 0, or -1 with errno set.
+int mmlog_populate_read(void *addr, size_t len);
+
 /// errno of the calling thread.
 int mmlog_errno(void);
 
