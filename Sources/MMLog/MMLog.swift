@@ -178,6 +178,19 @@ public final class MMLog: @unchecked Sendable {
         self.chunkMask = chunkSize - 1
         self.ring = ChunkRing(maxChunks: options.maxChunks, chunkSize: chunkSize,
                               prefault: options.prefault, hugePages: options.hugePages)
+        prepareNextChunk()
+    }
+
+    /// Allocates and maps (and prefaults) the chunk the next append goes to, so that the
+    /// first append does not pay for it. Best effort: a failure here (a full disk) shows
+    /// again, as an error, at that append.
+    private func prepareNextChunk() {
+        let next = Int(cursor.load(ordering: .relaxed) & ~MetadataLayout.sealBit)
+        do throws(MMLogError) {
+            try ensureAllocated(next + 1)
+            let allocated = Int(fileSize.load(ordering: .acquiring))
+            _ = try ring.load(next >> chunkShift, fd: dataFD, path: path, allocatedEnd: allocated)
+        } catch {}
     }
 
     /// A sealed cursor with us attached means a trimmer died mid-trim (a live one would hold

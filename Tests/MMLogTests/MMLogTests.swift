@@ -174,6 +174,19 @@ final class MMLogTests: XCTestCase {
         XCTAssertTrue(report.ok, report.description)
     }
 
+    func testOpenPreparesTheChunkOfTheNextAppend() throws {
+        let path = scratch.file("prepared.log")
+        let log = try MMLog(path: path, options: .init(chunkSize: 4 * page, maxChunks: 2))
+        XCTAssertEqual(log.mappedChunks, 1, "the first chunk is mapped before the first append")
+        XCTAssertGreaterThanOrEqual(fileSize(path) ?? 0, 4 * page, "and allocated")
+        try log.append(record(0, size: 100))
+        try log.close()
+        XCTAssertEqual(readBytes(path), record(0, size: 100), "the last close trims what open allocated")
+        let empty = try MMLog(path: scratch.file("untouched.log"))
+        try empty.close()
+        XCTAssertEqual(fileSize(scratch.file("untouched.log")), 0, "a log opened and closed unused stays empty")
+    }
+
     func testSyncWritesWithoutDisturbingTheRecords() throws {
         let path = scratch.file("sync.log")
         let log = try MMLog(path: path, options: .init(chunkSize: page, maxChunks: 2))

@@ -7,7 +7,8 @@ import CBackends
 /// The floor MMLog is measured against: one atomic fetch-add on a shared cursor and a copy
 /// into a mapping of the whole output, made and prefaulted before the start barrier (so
 /// page allocation is in Setup, not in Total Time). Not a log: it must know the total size
-/// in advance and cannot grow. Its output is verified like any other.
+/// in advance and cannot grow. Its output is verified like any other. Like MMLog's chunks,
+/// the mapping is advised MADV_HUGEPAGE.
 final class FloorBackend: AppendBackend {
     static let key = "floor"
     static let category = "floor (prefaulted mmap, not a log)"
@@ -54,6 +55,8 @@ final class FloorBackend: AppendBackend {
         guard let map = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else {
             throw BackendError.system("mmap(\(path), \(length))")
         }
+        // Huge page advice, as MMLog gives its chunks: 2 MiB folios where the filesystem has them.
+        if prefault { _ = madvise(map, length, MADV_HUGEPAGE) }
         if prefault && cb_populate_write(map, length) != 0 {
             munmap(map, length)
             throw BackendError.system("madvise(\(path), MADV_POPULATE_WRITE)")
