@@ -68,7 +68,7 @@ final class ChunkRing: @unchecked Sendable {
         let w = word(slot)
         // Acquiring: pairs with the releasing publish in `load`, so `bases[slot]` is visible.
         let old = w.loadThenWrappingIncrement(ordering: .acquiring)
-        if old >> Self.pinBits == UInt64(k + 1) {
+        if old &>> Self.pinBits == UInt64(truncatingIfNeeded: k &+ 1) {
             return bases[slot]
         }
         w.wrappingDecrement(ordering: .relaxed)

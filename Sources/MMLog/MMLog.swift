@@ -79,9 +79,12 @@ public final class MMLog: @unchecked Sendable {
     private let chunkShift: Int
     private let chunkMask: Int
     private let ring: ChunkRing
-    private let closedFlag = ManagedAtomic<Bool>(false)
+    // UnsafeAtomic rather than ManagedAtomic: the latter's storage is reached through a
+    // call the optimiser left in the fast path (callgrind: 5 of 115 instructions per append,
+    // plus an indirect call). Destroyed in deinit.
+    private let closedFlag = UnsafeAtomic<Bool>.create(false)
     /// Appends inside a slow path (grow, map, pwrite, trim), which use the file descriptors.
-    private let slowPaths = ManagedAtomic<Int>(0)
+    private let slowPaths = UnsafeAtomic<Int>.create(0)
     /// Serialises growing and trimming among this handle's threads (OFD locks do not: they
     /// belong to the open file description, which all threads share).
     private let growLock = Mutex<Void>(())
@@ -237,6 +240,8 @@ public final class MMLog: @unchecked Sendable {
     deinit {
         try? close()
         Sys.unmap(header.base, MetadataLayout.headerSize)
+        closedFlag.destroy()
+        slowPaths.destroy()
     }
 
     // MARK: Appending
@@ -260,8 +265,10 @@ public final class MMLog: @unchecked Sendable {
         if start & MetadataLayout.sealBit != 0 {
             return try appendAfterSeal(bytes)
         }
-        let begin = Int(start), end = begin + count
-        if UInt64(end) > fileSize.load(ordering: .acquiring) {  // pairs with the grower's releasing store
+        // start < 2^63 (no seal bit) and count < 2^63: the sum cannot wrap. Past this check
+        // begin and end are below the allocated size, so the wrapping operators below are exact.
+        let begin = Int(truncatingIfNeeded: start)
+        if start &+ UInt64(truncatingIfNeeded: count) > fileSize.load(ordering: .acquiring) {  // pairs with the grower's releasing store
             return try appendSlow(bytes, at: begin, grow: true)
         }
         if count < MMLog.pwriteThreshold && copyThroughMappings(bytes, at: begin) { return begin }
@@ -273,21 +280,21 @@ public final class MMLog: @unchecked Sendable {
     @inline(__always)
     private func copyThroughMappings(_ bytes: UnsafeRawBufferPointer, at begin: Int) -> Bool {
         let count = bytes.count, source = bytes.baseAddress!
-        let first = begin >> chunkShift, last = (begin + count - 1) >> chunkShift
+        let first = begin &>> chunkShift, last = (begin &+ count &- 1) &>> chunkShift
         if first == last {
             guard let chunk = ring.pin(first) else { return false }
             (chunk + (begin & chunkMask)).copyMemory(from: source, byteCount: count)
             ring.unpin(first)
             return true
         }
-        guard last == first + 1, let head = ring.pin(first) else { return false }
+        guard last == first &+ 1, let head = ring.pin(first) else { return false }
         guard let tail = ring.pin(last) else {
             ring.unpin(first)
             return false
         }
-        let headCount = chunkSize - (begin & chunkMask)
+        let headCount = chunkSize &- (begin & chunkMask)
         (head + (begin & chunkMask)).copyMemory(from: source, byteCount: headCount)
-        tail.copyMemory(from: source + headCount, byteCount: count - headCount)
+        tail.copyMemory(from: source + headCount, byteCount: count &- headCount)
         ring.unpin(last)
         ring.unpin(first)
         return true
