@@ -3,6 +3,10 @@ import Glibc
 #endif
 import MMLog
 
+/// MMLog's defaults, for the command line.
+public let mmlogDefaultChunkSize = MMLog.Options.defaultChunkSize
+public let mmlogDefaultMaxChunks = MMLog.Options.defaultMaxChunks
+
 /// How MMLog prefaults a chunk it maps (`--prefault`).
 public typealias MMLogPrefault = MMLog.Prefault
 
@@ -29,7 +33,7 @@ public struct BackendConfig: Sendable {
     public var totalBytes: Int
 
     public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
-                chunkSize: Int = 8 << 20, maxChunks: Int = 4, prefault: MMLogPrefault = .write, hugePages: Bool = true,
+                chunkSize: Int = mmlogDefaultChunkSize, maxChunks: Int = mmlogDefaultMaxChunks, prefault: MMLogPrefault = .write, hugePages: Bool = true,
                 totalBytes: Int = 0) {
         self.prefault = prefault
         self.hugePages = hugePages

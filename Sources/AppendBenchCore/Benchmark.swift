@@ -16,8 +16,8 @@ public struct BenchmarkOptions: Sendable {
     public var keep = false
     public var batch = 1
     public var depth = 1
-    public var chunkSize = 8 << 20
-    public var maxChunks = 4
+    public var chunkSize = mmlogDefaultChunkSize
+    public var maxChunks = mmlogDefaultMaxChunks
     public var prefault = MMLogPrefault.write
     public var hugePages = true
     public var latency = false

@@ -34,7 +34,7 @@ public final class MMLog: @unchecked Sendable {
         /// the kernel or filesystem has no such folios, nothing changes.
         public var hugePages: Bool
 
-        public static let defaultChunkSize = 8 << 20
+        public static let defaultChunkSize = 4 << 20  // see the README: scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
 
         public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,

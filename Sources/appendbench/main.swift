@@ -60,10 +60,10 @@ struct AppendBench: ParsableCommand {
     var depth = 1
 
     @Option(name: .customLong("chunk-size"), help: ArgumentHelp("MMLog chunk size in bytes (a power of two, a multiple of the page size).", valueName: "bytes"))
-    var chunkSize = 8 << 20
+    var chunkSize = mmlogDefaultChunkSize
 
     @Option(name: .customLong("max-chunks"), help: "MMLog chunks each process keeps mapped.")
-    var maxChunks = 4
+    var maxChunks = mmlogDefaultMaxChunks
 
     @Option(name: .long, help: ArgumentHelp("How MMLog prefaults a chunk it maps: write (MADV_POPULATE_WRITE), read (MADV_POPULATE_READ: pages are dirtied only when written) or none.", valueName: "write|read|none"))
     var prefault = MMLogPrefault.write
