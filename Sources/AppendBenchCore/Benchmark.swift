@@ -145,6 +145,7 @@ public enum Benchmark {
                                                       stride: Int, progress: ((Int) -> Void)?) -> RunResult {
         let path = outputPath(directory, type.key)
         removeOutput(path)
+        settleFilesystem(directory)
         let config = options.config(path: path)
         var plan = WorkerPool.Plan(procs: options.procs, ops: options.ops, config: config, latency: options.latency,
                                    scratchDirectory: directory, progress: progress)

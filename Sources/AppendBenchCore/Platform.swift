@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CBackends
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine.
 @inline(__always)
@@ -151,4 +152,14 @@ public func makeDirectories(_ path: String) throws {
 /// Removes a file if it exists.
 func removeFile(_ path: String) {
     _ = unlink(path)
+}
+
+/// Lets the filesystem holding `directory` finish what earlier runs left it (the journal
+/// commit that frees and discards a deleted output's blocks, dirty pages of kept outputs):
+/// `syncfs`. Run before each measurement so one run's cleanup is not timed in the next.
+func settleFilesystem(_ directory: String) {
+    let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    _ = cb_syncfs(fd)
+    close(fd)
 }

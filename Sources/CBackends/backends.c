@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* The one place calls returning -errno are retried when a signal interrupts them. */
 #define RETRY_EINTR(call) ({ __typeof__(call) r_; do { r_ = (call); } while (r_ == -EINTR); r_; })
@@ -262,6 +263,10 @@ void cb_uring_close(cb_uring *c) {
     }
     slots_free(&c->slots);
     free(c);
+}
+
+int cb_syncfs(int fd) {
+    return syncfs(fd);
 }
 
 int cb_populate_write(void *address, size_t length) {

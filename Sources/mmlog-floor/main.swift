@@ -58,7 +58,8 @@ for i in 0..<size { record[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 1) }
 let source = UnsafeRawBufferPointer(record)
 
 /// The floor: reserve with one fetch-add on a shared counter, copy into a mapping of the
-/// whole file made beforehand. No growth, no chunks, no checks. With `prefault`, the pages
+/// whole file made beforehand (advised MADV_HUGEPAGE, as MMLog's chunks are). No growth, no
+/// chunks, no checks. With `prefault`, the pages
 /// are also allocated and mapped writable before the clock starts, leaving only CPU work.
 func floorRun(ops: Int, size: Int, directory: String, source: UnsafeRawBufferPointer, prefault: Bool) -> UInt64 {
     let path = directory + "/mmlog-floor.data"
@@ -68,7 +69,9 @@ func floorRun(ops: Int, size: Int, directory: String, source: UnsafeRawBufferPoi
     guard let map = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else {
         die("mmap: \(String(cString: strerror(errno)))")
     }
-    // Prefault for writing (MADV_POPULATE_WRITE = 23), so no store below takes a fault.
+    // Huge page advice, as MMLog gives its chunks; then, for the CPU-only variant, prefault
+    // for writing (MADV_POPULATE_WRITE = 23), so no store below takes a fault.
+    _ = madvise(map, length, MADV_HUGEPAGE)
     if prefault && madvise(map, length, 23) != 0 { die("madvise(MADV_POPULATE_WRITE): \(String(cString: strerror(errno)))") }
     let counter = UnsafeAtomic<Int>.create(0)
     let start = now()

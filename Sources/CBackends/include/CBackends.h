@@ -29,6 +29,9 @@ int cb_dio_alignment(int fd, uint32_t *mem_align, uint32_t *offset_align);
 /// writing now (Linux 5.14). Returns 0, or -1 with errno set.
 int cb_populate_write(void *address, size_t length);
 
+/// syncfs(2) (Swift's Glibc module omits it: it needs _GNU_SOURCE). Returns 0, or -1 with errno set.
+int cb_syncfs(int fd);
+
 /// O_DIRECT as this platform defines it (Swift's Glibc module omits it: it needs _GNU_SOURCE).
 int cb_o_direct(void);
 
