@@ -162,9 +162,11 @@ final class RobustnessTests: XCTestCase {
                 // "worker W record N: ..." : N records were appended before the failure.
                 let count = stderr.split(separator: " ").drop { $0 != "record" }.dropFirst().first
                     .flatMap { Int($0.trimmingCharacters(in: ":")) } ?? -1
-                XCTAssertGreaterThan(count, 0, stderr)
+                // Zero is possible when writing together: the other writer may fill the disk first.
+                XCTAssertGreaterThanOrEqual(count, 0, stderr)
                 written.append(count)
             }
+            XCTAssertGreaterThan(written.reduce(0, +), 0, "\(name): records were appended before the disk filled")
             let report = try Verifier.verify(path: path, Expectation(planned: written, killed: Set(0..<writers), size: 1000))
             XCTAssertTrue(report.ok, "\(name): \(report)")
             XCTAssertEqual(report.perWorker, written, "\(name): every record appended before the failure is there")
