@@ -71,6 +71,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MMLogTests", dependencies: [
                 "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "AppendBenchTests", dependencies: ["AppendBenchCore", "BenchRecords", "TestSupport", "appendbench"]),

@@ -83,7 +83,7 @@ for (date, size), rs in by_inv.items():
         sys.exit(f"{path}: an invocation at {date} did not verify")
     median_ms = m[0]["median_total_ms"]
     run = min(m, key=lambda r: abs(float(r["total_ms"]) - float(median_ms)))
-    knob = (int(run["chunk_size"]), int(run["max_chunks"]), run["prefault"], run["huge_pages"])
+    knob = (int(run["chunk_size"]), int(run["max_chunks"]), run["prefault"], run["huge_pages"], run.get("prefetch") or "false")
     ratios.setdefault(knob, {}).setdefault(int(size), []).append(float(run["speedup_vs_write"]))
 sizes = sorted({s for k in ratios.values() for s in k})
 k0 = rows[0]
@@ -93,16 +93,16 @@ with open(md, "w") as f:
             f"{k0['filesystem']}, 2 cores. {procs} processes; 400,000 records below 4000 B, 40,000 from 4000 B up.\n")
     f.write(f"Each cell: mmlog's speedup over write(O_APPEND) measured in the same invocation (median of {runs} runs), "
             f"then the median over {rounds} rounds (min-max in brackets). Raw rows: `{path.split('/')[-1]}`.\n\n")
-    f.write("| chunk size | max chunks | mapped per process | prefault | huge pages | " + " | ".join(f"{s} B" for s in sizes) + " |\n")
-    f.write("|---|---|---|---|---|" + "---|" * len(sizes) + "\n")
+    f.write("| chunk size | max chunks | mapped per process | prefault | huge pages | prefetch | " + " | ".join(f"{s} B" for s in sizes) + " |\n")
+    f.write("|---|---|---|---|---|---|" + "---|" * len(sizes) + "\n")
     def mib(b): return f"{b >> 20} MiB" if b >= 1 << 20 else f"{b >> 10} KiB"
     for knob in ratios:  # in the order the sweep ran them
-        chunk, maxc, pre, huge = knob
+        chunk, maxc, pre, huge, prefetch = knob
         cells = []
         for s in sizes:
             v = ratios[knob].get(s, [])
             cells.append(f"{statistics.median(v):.2f}x ({min(v):.2f}-{max(v):.2f})" if v else "")
-        f.write(f"| {mib(chunk)} | {maxc} | {mib(chunk * maxc)} | {pre} | {huge} | " + " | ".join(cells) + " |\n")
+        f.write(f"| {mib(chunk)} | {maxc} | {mib(chunk * maxc)} | {pre} | {huge} | {prefetch} | " + " | ".join(cells) + " |\n")
 print(open(md).read())
 EOF
 echo "wrote $csv and $md ($(( $(date +%s) - started ))s)" >&2

@@ -28,13 +28,16 @@ public struct BackendConfig: Sendable {
     public var prefault: MMLogPrefault
     /// MMLog huge page advice on its chunk mappings.
     public var hugePages: Bool
+    /// MMLog prefaults the next chunk on a helper thread.
+    public var prefetch: Bool
     /// Bytes all workers of the run append together (procs x ops x record size); only the
     /// `floor` backend, which maps the whole output up front, needs it.
     public var totalBytes: Int
 
     public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
                 chunkSize: Int = mmlogDefaultChunkSize, maxChunks: Int = mmlogDefaultMaxChunks, prefault: MMLogPrefault = .write, hugePages: Bool = true,
-                totalBytes: Int = 0) {
+                prefetch: Bool = true, totalBytes: Int = 0) {
+        self.prefetch = prefetch
         self.prefault = prefault
         self.hugePages = hugePages
         self.path = path

@@ -20,6 +20,7 @@ public struct BenchmarkOptions: Sendable {
     public var maxChunks = mmlogDefaultMaxChunks
     public var prefault = MMLogPrefault.write
     public var hugePages = true
+    public var prefetch = true
     public var latency = false
     /// fdatasync (msync for mappings) after every this many records per worker; 0: never.
     public var fsyncEvery = 0
@@ -30,7 +31,7 @@ public struct BenchmarkOptions: Sendable {
 
     func config(path: String) -> BackendConfig {
         BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks,
-                      prefault: prefault, hugePages: hugePages,
+                      prefault: prefault, hugePages: hugePages, prefetch: prefetch,
                       totalBytes: procs * ops * size)
     }
 }

@@ -86,8 +86,9 @@ extension BenchmarkReport {
             notes.append("\(padded.category) pads each record to \(padded.stride) bytes (the filesystem's direct I/O alignment); "
                          + "its throughput counts payload bytes only.")
         }
-        if options.backends.contains("mmlog") && (options.prefault != .write || !options.hugePages) {
-            notes.append("MMLog ran with --prefault \(options.prefault.rawValue)\(options.hugePages ? "" : " --no-huge-pages").")
+        if options.backends.contains("mmlog") && (options.prefault != .write || !options.hugePages || !options.prefetch) {
+            notes.append("MMLog ran with --prefault \(options.prefault.rawValue)\(options.hugePages ? "" : " --no-huge-pages")"
+                         + "\(options.prefetch ? "" : " --no-prefetch").")
         }
         if options.fsyncEvery > 0 {
             notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
@@ -110,7 +111,7 @@ extension BenchmarkReport {
         "total_ms", "per_call_us", "throughput_gbps", "speedup_vs_write", "setup_ms",
         "median_total_ms", "min_total_ms", "max_total_ms",
         "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
-        "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages",
+        "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages", "prefetch",
     ].joined(separator: ",")
 
     /// One row per backend per run (unsupported backends: one row, run 0).
@@ -146,7 +147,7 @@ extension BenchmarkReport {
 
     /// The CSV's last columns: fsync_every and the MMLog knobs.
     private var mmlogKnobs: [String] {
-        ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)"]
+        ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)", "\(options.prefetch)"]
     }
 
     /// Appends this report's rows to `path`, writing the header first when the file is new or empty.
@@ -204,7 +205,7 @@ extension BenchmarkReport {
             ("procs", "\(options.procs)"), ("ops", "\(options.ops)"), ("size", "\(options.size)"),
             ("batch", "\(options.batch)"), ("depth", "\(options.depth)"), ("chunk_size", "\(options.chunkSize)"),
             ("max_chunks", "\(options.maxChunks)"), ("prefault", jsonString(options.prefault.rawValue)),
-            ("huge_pages", "\(options.hugePages)"),
+            ("huge_pages", "\(options.hugePages)"), ("prefetch", "\(options.prefetch)"),
             ("runs", "\(options.runs)"), ("throughput_unit", jsonString("payload bytes / s / 1e9")),
             ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]"),
         ]) + "\n"

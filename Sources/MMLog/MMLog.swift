@@ -33,12 +33,17 @@ public final class MMLog: @unchecked Sendable {
         /// back them with 2 MiB folios, each allocated and mapped at once. Only advice: where
         /// the kernel or filesystem has no such folios, nothing changes.
         public var hugePages: Bool
+        /// Prefault the next chunk on a helper thread (one per handle) as soon as a chunk is
+        /// mapped, so page allocation overlaps appends. It maps one chunk more, briefly.
+        public var prefetch: Bool
 
         public static let defaultChunkSize = 4 << 20  // see the README: scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
 
         public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,
-                    permissions: mode_t = 0o644, prefault: Prefault = .write, hugePages: Bool = true) {
+                    permissions: mode_t = 0o644, prefault: Prefault = .write, hugePages: Bool = true,
+                    prefetch: Bool = true) {
+            self.prefetch = prefetch
             self.chunkSize = chunkSize
             self.maxChunks = maxChunks
             self.permissions = permissions
@@ -88,6 +93,8 @@ public final class MMLog: @unchecked Sendable {
     /// Serialises growing and trimming among this handle's threads (OFD locks do not: they
     /// belong to the open file description, which all threads share).
     private let growLock = Mutex<Void>(())
+    /// Prefaults the next chunk ahead of the appends (`Options.prefetch`); nil without it.
+    private let prefetcher: Prefetcher?
 
     /// Opens the log at `path`, creating the data and metadata files if needed.
     ///
@@ -181,7 +188,31 @@ public final class MMLog: @unchecked Sendable {
         self.chunkMask = chunkSize - 1
         self.ring = ChunkRing(maxChunks: options.maxChunks, chunkSize: chunkSize,
                               prefault: options.prefault, hugePages: options.hugePages)
+        self.prefetcher = options.prefetch && options.prefault != .none
+            ? Self.makePrefetcher(dataFD, path, chunkSize, options, meta.fileSize, slowPaths, closedFlag) : nil
         prepareNextChunk()
+    }
+
+    /// Starts the thread behind `Options.prefetch`. Its work holds no reference to the handle
+    /// (close stops it before the state it uses goes away) and counts as a slow path, so close
+    /// also waits for a prefault in progress.
+    private static func makePrefetcher(_ fd: Int32, _ path: String, _ chunkSize: Int, _ options: Options,
+                                       _ fileSize: UnsafeAtomic<UInt64>, _ slowPaths: UnsafeAtomic<Int>,
+                                       _ closedFlag: UnsafeAtomic<Bool>) -> Prefetcher? {
+        let hugePages = options.hugePages, how = options.prefault
+        return Prefetcher { k in
+            slowPaths.wrappingIncrement(ordering: .sequentiallyConsistent)
+            defer { slowPaths.wrappingDecrement(ordering: .releasing) }
+            if closedFlag.load(ordering: .sequentiallyConsistent) { return }
+            let start = k * chunkSize
+            // Only chunks already allocated: growing stays with the appenders (and trim).
+            guard start + chunkSize <= Int(fileSize.load(ordering: .acquiring)),
+                  let base = try? Sys.mapShared(fd, chunkSize, start, path, hugePages: hugePages)
+            else { return }
+            // Never SIGBUS: if a trim cut the file meanwhile, the populate fails with EFAULT.
+            Sys.prefault(base, chunkSize, how)
+            Sys.unmap(base, chunkSize)
+        }
     }
 
     /// Allocates and maps (and prefaults) the chunk the next append goes to, so that the
@@ -193,6 +224,7 @@ public final class MMLog: @unchecked Sendable {
             try ensureAllocated(next + 1)
             let allocated = Int(fileSize.load(ordering: .acquiring))
             _ = try ring.load(next >> chunkShift, fd: dataFD, path: path, allocatedEnd: allocated)
+            prefetcher?.request((next >> chunkShift) + 1)
         } catch {}
     }
 
@@ -347,6 +379,7 @@ public final class MMLog: @unchecked Sendable {
                 for k in first...last where try ring.load(k, fd: dataFD, path: path, allocatedEnd: allocated) == .busy {
                     mappedAll = false
                 }
+                prefetcher?.request(last + 1)
                 if mappedAll && copyThroughMappings(bytes, at: begin) { return begin }
             }
             // Spans a whole chunk, or its slot is held by a slower thread: one pwrite, no waiting.
@@ -465,6 +498,7 @@ public final class MMLog: @unchecked Sendable {
     public func close() throws(MMLogError) {
         if closedFlag.exchange(true, ordering: .sequentiallyConsistent) { return }
         ring.close()
+        prefetcher?.stop()  // after the flag: a prefault it starts now returns at once
         while slowPaths.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
         defer {
             // Unlock explicitly: the header stays mapped until deinit, and the mapping keeps the

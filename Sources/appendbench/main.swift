@@ -71,6 +71,9 @@ struct AppendBench: ParsableCommand {
     @Flag(name: .customLong("huge-pages"), inversion: .prefixedNo, help: "MMLog maps chunks 2 MiB-aligned with MADV_HUGEPAGE.")
     var hugePages = true
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "MMLog prefaults the next chunk on a helper thread per process.")
+    var prefetch = true
+
     @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; 0: never.", valueName: "N"))
     var fsyncEvery = 0
 
@@ -125,6 +128,7 @@ struct AppendBench: ParsableCommand {
         options.maxChunks = maxChunks
         options.prefault = prefault
         options.hugePages = hugePages
+        options.prefetch = prefetch
         options.latency = latency
         options.fsyncEvery = fsyncEvery
         options.timelineMilliseconds = timeline

@@ -2,7 +2,7 @@
 //
 // Used by the multi-process tests, and handy by hand:
 //   mmlog-writer --path /tmp/x.log --worker 0 --ops 100000 --size 128 [--threads 8]
-//                [--chunk-size 65536] [--max-chunks 4] [--prefault write|read|none] [--no-huge-pages] [--start-at NS] [--no-close] [--swift-log]
+//                [--chunk-size 65536] [--max-chunks 4] [--prefault write|read|none] [--no-huge-pages] [--no-prefetch] [--start-at NS] [--no-close] [--swift-log]
 // Thread t of the process writes as worker `worker + t`. With --swift-log it logs lines
 // through MMLogHandler instead: `logger.info("record <i>", metadata: [worker, i])`. Exits 0 when every append
 // succeeded, 1 with the error on stderr otherwise, 2 on bad arguments.
@@ -24,6 +24,7 @@ struct Arguments {
     var maxChunks = MMLog.Options.defaultMaxChunks
     var prefault = MMLog.Prefault.write
     var hugePages = true
+    var prefetch = true
     var startAt: UInt64 = 0
     var close = true
     var swiftLog = false
@@ -54,11 +55,12 @@ struct Arguments {
                 guard let mode = MMLog.Prefault(rawValue: text) else { fail("--prefault takes write, read or none, not \(text)") }
                 args.prefault = mode
             case "--no-huge-pages": args.hugePages = false
+            case "--no-prefetch": args.prefetch = false
             case "--start-at": args.startAt = UInt64(number(value()))
             case "--no-close": args.close = false
             case "--swift-log": args.swiftLog = true
             case "-h", "--help":
-                print("usage: mmlog-writer --path P [--worker W] [--ops N] [--size S] [--threads T] [--chunk-size B] [--max-chunks M] [--prefault write|read|none] [--no-huge-pages] [--start-at NS] [--no-close] [--swift-log]")
+                print("usage: mmlog-writer --path P [--worker W] [--ops N] [--size S] [--threads T] [--chunk-size B] [--max-chunks M] [--prefault write|read|none] [--no-huge-pages] [--no-prefetch] [--start-at NS] [--no-close] [--swift-log]")
                 exit(0)
             default: fail("unknown argument \(argv[i])")
             }
@@ -149,7 +151,8 @@ while args.startAt > 0 && realtimeNanoseconds() < args.startAt {}
 let log: MMLog
 do {
     log = try MMLog(path: args.path, options: .init(chunkSize: args.chunkSize, maxChunks: args.maxChunks,
-                                                   prefault: args.prefault, hugePages: args.hugePages))
+                                                   prefault: args.prefault, hugePages: args.hugePages,
+                                                   prefetch: args.prefetch))
 } catch {
     printError("mmlog-writer: \(error)")
     exit(1)

@@ -86,7 +86,7 @@ final class CommandLineTests: XCTestCase {
             let records = series.map { Int($0.split(separator: ",")[7]) ?? -1 }.reduce(0, +)
             XCTAssertEqual(records, 2 * 3000, "\(key): the intervals add up to every record")
         }
-        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true\n"), "fsync_every and MMLog's knobs in the CSV")
+        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true,true\n"), "fsync_every and MMLog's knobs in the CSV")
     }
 
     func testMMLogKnobsReachTheLogAndTheReport() {
@@ -95,7 +95,7 @@ final class CommandLineTests: XCTestCase {
                                   "--json", scratch.file("knobs.json"), "--csv", scratch.file("knobs.csv")])
         XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
         XCTAssertTrue(result.stdout.contains("MMLog ran with --prefault read --no-huge-pages."), result.stdout)
-        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false\n"), readText(scratch.file("knobs.csv")))
+        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false,true\n"), readText(scratch.file("knobs.csv")))
         XCTAssertTrue(readText(scratch.file("knobs.json")).contains("\"prefault\": \"read\""), readText(scratch.file("knobs.json")))
     }
 

@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Atomics
 import BenchRecords
+import Dispatch
 import MMLog
 import TestSupport
 import XCTest
@@ -185,6 +187,33 @@ final class MMLogTests: XCTestCase {
         let empty = try MMLog(path: scratch.file("untouched.log"))
         try empty.close()
         XCTAssertEqual(fileSize(scratch.file("untouched.log")), 0, "a log opened and closed unused stays empty")
+    }
+
+    func testTrimsRacingAppendsAndThePrefetcherLoseNothing() throws {
+        // Three threads append while a fourth trims over and over; small chunks keep the
+        // prefetcher mapping chunks that a trim may cut from under it.
+        let path = scratch.file("trim-race.log")
+        let log = try MMLog(path: path, options: .init(chunkSize: 16 * page, maxChunks: 2, prefetch: true))
+        let writers = 3, ops = 3000
+        let finished = UnsafeAtomic<Int>.create(0), trims = UnsafeAtomic<Int>.create(0)
+        defer { finished.destroy(); trims.destroy() }
+        DispatchQueue.concurrentPerform(iterations: writers + 1) { t in
+            if t == writers {
+                while finished.load(ordering: .acquiring) < writers {
+                    if (try? log.trim()) == true { trims.wrappingIncrement(ordering: .relaxed) }
+                }
+                return
+            }
+            for i in 0..<ops {
+                try! log.append(RecordFormat.record(worker: t, index: i, size: 1000))
+            }
+            finished.wrappingIncrement(ordering: .releasing)
+        }
+        try log.close()
+        XCTAssertGreaterThan(trims.load(ordering: .relaxed), 0)
+        let report = try Verifier.verify(path: path, Expectation(workers: writers, ops: ops, size: 1000, checkOrder: true))
+        XCTAssertTrue(report.ok, report.description)
+        XCTAssertEqual(fileSize(path), writers * ops * 1000)
     }
 
     func testSyncWritesWithoutDisturbingTheRecords() throws {

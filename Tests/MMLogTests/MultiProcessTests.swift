@@ -60,16 +60,16 @@ final class MultiProcessTests: XCTestCase {
         try verify(path, workers: 4, ops: 1_000, size: 9_000)
     }
 
-    func testEveryPrefaultModeWithAndWithoutHugePages() throws {
+    func testEveryPrefaultModeWithAndWithoutHugePagesAndPrefetch() throws {
         // 2 MiB chunks (one huge folio each) and a two-slot ring, so chunks are mapped,
         // prefaulted and evicted again and again; 1000-byte records cross their boundaries.
         for prefault in ["write", "read", "none"] {
-            for huge in [true, false] {
-                let path = scratch.file("prefault-\(prefault)-\(huge).log")
-                runWriters(path: path, processes: 3, ops: 8_000, size: 1000,
+            for (huge, prefetch) in [(true, true), (false, true), (true, false)] {
+                let path = scratch.file("prefault-\(prefault)-\(huge)-\(prefetch).log")
+                runWriters(path: path, processes: 3, threads: 2, ops: 4_000, size: 1000,
                            extra: ["--chunk-size", "\(2 << 20)", "--max-chunks", "2", "--prefault", prefault]
-                               + (huge ? [] : ["--no-huge-pages"]))
-                try verify(path, workers: 3, ops: 8_000, size: 1000)
+                               + (huge ? [] : ["--no-huge-pages"]) + (prefetch ? [] : ["--no-prefetch"]))
+                try verify(path, workers: 6, ops: 4_000, size: 1000)
             }
         }
     }

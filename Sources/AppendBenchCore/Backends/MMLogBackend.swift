@@ -9,7 +9,8 @@ final class MMLogBackend: AppendBackend {
 
     init(config: BackendConfig) throws {
         log = try MMLog(path: config.path, options: .init(chunkSize: config.chunkSize, maxChunks: config.maxChunks,
-                                                         prefault: config.prefault, hugePages: config.hugePages))
+                                                         prefault: config.prefault, hugePages: config.hugePages,
+                                                         prefetch: config.prefetch))
     }
 
     @inline(__always)
