@@ -22,10 +22,11 @@ int mmlog_fallocate(int fd, off_t offset, off_t len) {
     return fallocate(fd, 0, offset, len);
 }
 
-int mmlog_populate_write(void *addr, size_t len) {
-#ifdef MADV_POPULATE_WRITE
-    return madvise(addr, len, MADV_POPULATE_WRITE);
+int mmlog_populate(void *addr, size_t len, int for_writing) {
+#if defined(MADV_POPULATE_WRITE) && defined(MADV_POPULATE_READ)
+    return madvise(addr, len, for_writing ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
 #else
+    (void)addr; (void)len; (void)for_writing;
     errno = EINVAL;
     return -1;
 #endif
@@ -55,15 +56,6 @@ void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge
     if (huge) (void)madvise(p, len, MADV_HUGEPAGE);
 #endif
     return p;
-}
-
-int mmlog_populate_read(void *addr, size_t len) {
-#ifdef MADV_POPULATE_READ
-    return madvise(addr, len, MADV_POPULATE_READ);
-#else
-    errno = EINVAL;
-    return -1;
-#endif
 }
 
 int mmlog_errno(void) { return errno; }

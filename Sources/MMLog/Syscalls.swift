@@ -78,8 +78,8 @@ enum Sys {
     /// Prefaults a fresh mapping; failure only costs the faults it would have saved.
     static func prefault(_ address: UnsafeMutableRawPointer, _ length: Int, _ how: MMLog.Prefault) {
         switch how {
-        case .write: _ = mmlog_populate_write(address, length)
-        case .read: _ = mmlog_populate_read(address, length)
+        case .write: _ = mmlog_populate(address, length, 1)
+        case .read: _ = mmlog_populate(address, length, 0)
         case .none: break
         }
     }

@@ -16,9 +16,11 @@ int mmlog_ofd_lock(int fd, off_t start, off_t len, short type, int wait);
 /// The corresponding C call is `fallocate`.
 int mmlog_fallocate(int fd, off_t offset, off_t len);
 
-/// Prefaults the mapping for writing (MADV_POPULATE_WRITE, Linux 5.14).
-/// Returns 0, or -1 with errno set (EINVAL on kernels without it).
-int mmlog_populate_write(void *addr, size_t len);
+/// Prefaults the mapping (Linux 5.14): for writing (MADV_POPULATE_WRITE: pages allocated,
+/// mapped writable and dirtied) or, with for_writing == 0, for reading (MADV_POPULATE_READ:
+/// allocated and mapped, dirtied only when written). Returns 0, or -1 with errno set
+/// (EINVAL on kernels without it).
+int mmlog_populate(void *addr, size_t len, int for_writing);
 
 /// Maps [offset, offset+len) of fd shared and read-write at an address aligned to `align`
 /// (a power of two; 0 or a page: no alignment beyond the kernel's choice), so that the
@@ -27,9 +29,6 @@ int mmlog_populate_write(void *addr, size_t len);
 /// Returns the address, or MAP_FAILED with errno set.
 void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge);
 
-/// MADV_POPULATE_READ (Linux 5.14): allocates and maps the range's page cache without
-/// dirtying it. Returns 0, or -1 with errno set.
-int mmlog_populate_read(void *addr, size_t len);
 
 /// errno of the calling thread.
 int mmlog_errno(void);
