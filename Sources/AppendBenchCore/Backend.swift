@@ -3,9 +3,8 @@ import Glibc
 #endif
 import MMLog
 
-/// MMLog's defaults, for the command line.
-public let mmlogDefaultChunkSize = MMLog.Options.defaultChunkSize
-public let mmlogDefaultMaxChunks = MMLog.Options.defaultMaxChunks
+/// MMLog's default options: the one source of the harness's MMLog defaults.
+public let mmlogDefaults = MMLog.Options()
 
 /// How MMLog prefaults a chunk it maps (`--prefault`).
 public typealias MMLogPrefault = MMLog.Prefault
@@ -35,8 +34,9 @@ public struct BackendConfig: Sendable {
     public var totalBytes: Int
 
     public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
-                chunkSize: Int = mmlogDefaultChunkSize, maxChunks: Int = mmlogDefaultMaxChunks, prefault: MMLogPrefault = .write, hugePages: Bool = true,
-                prefetch: Bool = true, totalBytes: Int = 0) {
+                chunkSize: Int = mmlogDefaults.chunkSize, maxChunks: Int = mmlogDefaults.maxChunks,
+                prefault: MMLogPrefault = mmlogDefaults.prefault, hugePages: Bool = mmlogDefaults.hugePages,
+                prefetch: Bool = mmlogDefaults.prefetch, totalBytes: Int = 0) {
         self.prefetch = prefetch
         self.prefault = prefault
         self.hugePages = hugePages

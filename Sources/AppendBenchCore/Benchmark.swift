@@ -16,11 +16,11 @@ public struct BenchmarkOptions: Sendable {
     public var keep = false
     public var batch = 1
     public var depth = 1
-    public var chunkSize = mmlogDefaultChunkSize
-    public var maxChunks = mmlogDefaultMaxChunks
-    public var prefault = MMLogPrefault.write
-    public var hugePages = true
-    public var prefetch = true
+    public var chunkSize = mmlogDefaults.chunkSize
+    public var maxChunks = mmlogDefaults.maxChunks
+    public var prefault: MMLogPrefault = mmlogDefaults.prefault
+    public var hugePages = mmlogDefaults.hugePages
+    public var prefetch = mmlogDefaults.prefetch
     public var latency = false
     /// fdatasync (msync for mappings) after every this many records per worker; 0: never.
     public var fsyncEvery = 0

@@ -35,7 +35,7 @@ final class ChunkRing: @unchecked Sendable {
 
     enum Load { case mapped, busy }
 
-    init(maxChunks: Int, chunkSize: Int, prefault: MMLog.Prefault = .write, hugePages: Bool = true) {
+    init(maxChunks: Int, chunkSize: Int, prefault: MMLog.Prefault, hugePages: Bool) {
         self.prefault = prefault
         self.hugePages = hugePages
         var count = 1

@@ -60,19 +60,19 @@ struct AppendBench: ParsableCommand {
     var depth = 1
 
     @Option(name: .customLong("chunk-size"), help: ArgumentHelp("MMLog chunk size in bytes (a power of two, a multiple of the page size).", valueName: "bytes"))
-    var chunkSize = mmlogDefaultChunkSize
+    var chunkSize = mmlogDefaults.chunkSize
 
     @Option(name: .customLong("max-chunks"), help: "MMLog chunks each process keeps mapped.")
-    var maxChunks = mmlogDefaultMaxChunks
+    var maxChunks = mmlogDefaults.maxChunks
 
     @Option(name: .long, help: ArgumentHelp("How MMLog prefaults a chunk it maps: write (MADV_POPULATE_WRITE), read (MADV_POPULATE_READ: pages are dirtied only when written) or none.", valueName: "write|read|none"))
-    var prefault = MMLogPrefault.write
+    var prefault: MMLogPrefault = mmlogDefaults.prefault
 
     @Flag(name: .customLong("huge-pages"), inversion: .prefixedNo, help: "MMLog maps chunks 2 MiB-aligned with MADV_HUGEPAGE.")
-    var hugePages = true
+    var hugePages = mmlogDefaults.hugePages
 
     @Flag(name: .long, inversion: .prefixedNo, help: "MMLog prefaults the next chunk on a helper thread per process.")
-    var prefetch = true
+    var prefetch = mmlogDefaults.prefetch
 
     @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; 0: never.", valueName: "N"))
     var fsyncEvery = 0

@@ -20,11 +20,11 @@ struct Arguments {
     var ops = 1000
     var size = 128
     var threads = 1
-    var chunkSize = MMLog.Options.defaultChunkSize
-    var maxChunks = MMLog.Options.defaultMaxChunks
-    var prefault = MMLog.Prefault.write
-    var hugePages = true
-    var prefetch = true
+    var chunkSize = MMLog.Options().chunkSize
+    var maxChunks = MMLog.Options().maxChunks
+    var prefault = MMLog.Options().prefault
+    var hugePages = MMLog.Options().hugePages
+    var prefetch = MMLog.Options().prefetch
     var startAt: UInt64 = 0
     var close = true
     var swiftLog = false
