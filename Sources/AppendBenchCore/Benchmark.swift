@@ -26,6 +26,8 @@ public struct BenchmarkOptions: Sendable {
     public var fsyncEvery = 0
     /// Record throughput per interval of this many milliseconds; 0: no timeline.
     public var timelineMilliseconds = 0
+    /// Before each run, touch and release as much memory as the run will write (`warmMemory`).
+    public var warmMemory = true
 
     public init() {}
 
@@ -147,6 +149,9 @@ public enum Benchmark {
         let path = outputPath(directory, type.key)
         removeOutput(path)
         settleFilesystem(directory)
+        if options.warmMemory {
+            warmMemory(bytes: warmMemoryBytes(outputBytes: options.procs * options.ops * stride))
+        }
         let config = options.config(path: path)
         var plan = WorkerPool.Plan(procs: options.procs, ops: options.ops, config: config, latency: options.latency,
                                    scratchDirectory: directory, progress: progress)

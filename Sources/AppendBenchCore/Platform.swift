@@ -154,6 +154,24 @@ func removeFile(_ path: String) {
     _ = unlink(path)
 }
 
+/// The bytes `warmMemory` touches for a run whose output is `outputBytes`: the output and
+/// a little room (MMLog grows its file a chunk ahead), at most half of the free memory.
+func warmMemoryBytes(outputBytes: Int) -> Int {
+    let free = sysconf(Int32(_SC_AVPHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
+    return max(0, min(outputBytes + 8 << 20, free / 2))
+}
+
+/// Touches and releases `bytes` of memory in 2 MiB pages (`cb_warm_memory`) so that the
+/// next run draws on memory the hypervisor already backs. A VM that reports free memory to
+/// its host (free page reporting) lets the host discard it, and the first touch of each
+/// discarded page then costs a fault in the host: here about 3 ms per 2 MiB. Allocations of
+/// 2 MiB folios (MMLog's chunks) draw on such memory; 4 KiB page-cache pages (write())
+/// mostly come from fragments the host never took. Without this step a run's time depends
+/// on how long ago the previous run freed its memory. On bare metal it changes nothing.
+func warmMemory(bytes: Int) {
+    _ = cb_warm_memory(bytes)
+}
+
 /// Lets the filesystem holding `directory` finish what earlier runs left it (the journal
 /// commit that frees and discards a deleted output's blocks, dirty pages of kept outputs):
 /// `syncfs`. Run before each measurement so one run's cleanup is not timed in the next.

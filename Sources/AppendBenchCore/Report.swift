@@ -90,6 +90,11 @@ extension BenchmarkReport {
             notes.append("MMLog ran with --prefault \(options.prefault.rawValue)\(options.hugePages ? "" : " --no-huge-pages")"
                          + "\(options.prefetch ? "" : " --no-prefetch").")
         }
+        notes.append(options.warmMemory
+            ? "Before each run the harness touched and released as much memory as the run writes (--warm-memory), so "
+                + "every backend drew on memory the hypervisor already backed, as on bare metal."
+            : "Memory was not warmed before runs (--no-warm-memory): in a VM that reports free memory to its host, "
+                + "a run's time depends on how recently freed the memory it draws on is.")
         if options.fsyncEvery > 0 {
             notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
         }
@@ -112,6 +117,7 @@ extension BenchmarkReport {
         "median_total_ms", "min_total_ms", "max_total_ms",
         "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
         "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages", "prefetch",
+        "warm_memory",
     ].joined(separator: ",")
 
     /// One row per backend per run (unsupported backends: one row, run 0).
@@ -145,9 +151,10 @@ extension BenchmarkReport {
         return rows
     }
 
-    /// The CSV's last columns: fsync_every and the MMLog knobs.
+    /// The CSV's last columns: fsync_every, the MMLog knobs and warm_memory.
     private var mmlogKnobs: [String] {
-        ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)", "\(options.prefetch)"]
+        ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)", "\(options.prefetch)",
+         "\(options.warmMemory)"]
     }
 
     /// Appends this report's rows to `path`, writing the header first when the file is new or empty.
@@ -206,6 +213,7 @@ extension BenchmarkReport {
             ("batch", "\(options.batch)"), ("depth", "\(options.depth)"), ("chunk_size", "\(options.chunkSize)"),
             ("max_chunks", "\(options.maxChunks)"), ("prefault", jsonString(options.prefault.rawValue)),
             ("huge_pages", "\(options.hugePages)"), ("prefetch", "\(options.prefetch)"),
+            ("warm_memory", "\(options.warmMemory)"),
             ("runs", "\(options.runs)"), ("throughput_unit", jsonString("payload bytes / s / 1e9")),
             ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]"),
         ]) + "\n"

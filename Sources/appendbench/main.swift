@@ -83,6 +83,9 @@ struct AppendBench: ParsableCommand {
     @Option(name: .customLong("timeline-csv"), help: ArgumentHelp("Where --timeline appends its series.", valueName: "file"))
     var timelineCSV = "appendbench-timeline.csv"
 
+    @Flag(name: .customLong("warm-memory"), inversion: .prefixedNo, help: "Before each run, touch and release as much memory as the run writes, so every backend draws on memory the hypervisor already backs (see README: a VM that reports free memory to its host makes fresh 2 MiB pages slow).")
+    var warmMemory = true
+
     @Flag(name: .long, help: "No progress lines on stderr.")
     var quiet = false
 
@@ -132,6 +135,7 @@ struct AppendBench: ParsableCommand {
         options.latency = latency
         options.fsyncEvery = fsyncEvery
         options.timelineMilliseconds = timeline
+        options.warmMemory = warmMemory
 
         let showProgress = !quiet && standardErrorIsTerminal
         var progressShown = false

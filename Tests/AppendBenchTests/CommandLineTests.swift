@@ -86,17 +86,19 @@ final class CommandLineTests: XCTestCase {
             let records = series.map { Int($0.split(separator: ",")[7]) ?? -1 }.reduce(0, +)
             XCTAssertEqual(records, 2 * 3000, "\(key): the intervals add up to every record")
         }
-        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true,true\n"), "fsync_every and MMLog's knobs in the CSV")
+        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true,true,true\n"), "fsync_every, MMLog's knobs and warm_memory in the CSV")
     }
 
     func testMMLogKnobsReachTheLogAndTheReport() {
         let result = appendbench(["--procs", "2", "--ops", "3000", "--size", "700", "--backends", "mmlog",
                                   "--chunk-size", "\(2 << 20)", "--max-chunks", "2", "--prefault", "read", "--no-huge-pages",
-                                  "--json", scratch.file("knobs.json"), "--csv", scratch.file("knobs.csv")])
+                                  "--no-warm-memory", "--json", scratch.file("knobs.json"), "--csv", scratch.file("knobs.csv")])
         XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
         XCTAssertTrue(result.stdout.contains("MMLog ran with --prefault read --no-huge-pages."), result.stdout)
-        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false,true\n"), readText(scratch.file("knobs.csv")))
-        XCTAssertTrue(readText(scratch.file("knobs.json")).contains("\"prefault\": \"read\""), readText(scratch.file("knobs.json")))
+        XCTAssertTrue(result.stdout.contains("Memory was not warmed before runs (--no-warm-memory)"), result.stdout)
+        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false,true,false\n"), readText(scratch.file("knobs.csv")))
+        let json = readText(scratch.file("knobs.json"))
+        XCTAssertTrue(json.contains("\"prefault\": \"read\"") && json.contains("\"warm_memory\": false"), json)
     }
 
     func testBadInputGetsAClearMessageAndAFailingStatus() {

@@ -29,6 +29,11 @@ int cb_dio_alignment(int fd, uint32_t *mem_align, uint32_t *offset_align);
 /// writing now (Linux 5.14). Returns 0, or -1 with errno set.
 int cb_populate_write(void *address, size_t length);
 
+/// Maps `length` bytes (rounded up to 2 MiB) of anonymous memory in 2 MiB pages where it
+/// can, writes every page, and unmaps it: the free memory the next allocations draw on is
+/// then memory the hypervisor backs, as on bare metal. Returns 0, or -1 with errno set.
+int cb_warm_memory(size_t length);
+
 /// syncfs(2) (Swift's Glibc module omits it: it needs _GNU_SOURCE). Returns 0, or -1 with errno set.
 int cb_syncfs(int fd);
 
