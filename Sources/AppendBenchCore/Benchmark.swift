@@ -26,7 +26,7 @@ public struct BenchmarkOptions: Sendable {
     public var fsyncEvery = 0
     /// Record throughput per interval of this many milliseconds; 0: no timeline.
     public var timelineMilliseconds = 0
-    /// Before each run, touch and release as much memory as the run will write (`warmMemory`).
+    /// Before each run, touch and release twice as much memory as the run will write (`warmMemory`).
     public var warmMemory = true
 
     public init() {}

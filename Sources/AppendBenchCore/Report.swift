@@ -91,7 +91,7 @@ extension BenchmarkReport {
                          + "\(options.prefetch ? "" : " --no-prefetch").")
         }
         notes.append(options.warmMemory
-            ? "Before each run the harness touched and released as much memory as the run writes (--warm-memory), so "
+            ? "Before each run the harness touched and released twice as much memory as the run writes (--warm-memory), so "
                 + "every backend drew on memory the hypervisor already backed, as on bare metal."
             : "Memory was not warmed before runs (--no-warm-memory): in a VM that reports free memory to its host, "
                 + "a run's time depends on how recently freed the memory it draws on is.")

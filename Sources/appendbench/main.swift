@@ -83,7 +83,7 @@ struct AppendBench: ParsableCommand {
     @Option(name: .customLong("timeline-csv"), help: ArgumentHelp("Where --timeline appends its series.", valueName: "file"))
     var timelineCSV = "appendbench-timeline.csv"
 
-    @Flag(name: .customLong("warm-memory"), inversion: .prefixedNo, help: "Before each run, touch and release as much memory as the run writes, so every backend draws on memory the hypervisor already backs (see README: a VM that reports free memory to its host makes fresh 2 MiB pages slow).")
+    @Flag(name: .customLong("warm-memory"), inversion: .prefixedNo, help: "Before each run, touch and release twice as much memory as the run writes, so every backend draws on memory the hypervisor already backs (see README: a VM that reports free memory to its host makes fresh 2 MiB pages slow).")
     var warmMemory = true
 
     @Flag(name: .long, help: "No progress lines on stderr.")
