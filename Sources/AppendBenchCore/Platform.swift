@@ -156,7 +156,7 @@ func removeFile(_ path: String) {
 
 /// The bytes `warmMemory` touches for a run whose output is `outputBytes`: twice the output
 /// and 64 MiB (MMLog grows its file a chunk ahead, and a reporting pass between the warming
-/// and the run takes the most recently freed blocks first), at most half of the free memory.
+/// and the run can take some of the freshly freed blocks), at most half of the free memory.
 /// Measured at 4095 B, 4 processes, 7 backends, 12 runs each: warming 1x the output + 8 MiB
 /// left mmlog runs of 100-172 ms among 46-60 ms ones; 2x + 8 MiB, 1x + 256 MiB and 3x none
 /// over 84 ms.
