@@ -172,8 +172,12 @@ func warmMemoryBytes(outputBytes: Int) -> Int {
 /// 2 MiB folios (MMLog's chunks) draw on such memory; 4 KiB page-cache pages (write())
 /// mostly come from fragments the host never took. Without this step a run's time depends
 /// on how long ago the previous run freed its memory. On bare metal it changes nothing.
+/// A failure (no memory to map) is said on stderr; the run goes on unwarmed.
 func warmMemory(bytes: Int) {
-    _ = cb_warm_memory(bytes)
+    if cb_warm_memory(bytes) != 0 {
+        writeStandardError("appendbench: could not warm \(bytes) bytes of memory before a run: "
+                           + "\(String(cString: strerror(errno))); this run draws on memory as it is\n")
+    }
 }
 
 /// Lets the filesystem holding `directory` finish what earlier runs left it (the journal
