@@ -13,11 +13,10 @@ while [ $# -gt 0 ]; do
         *) echo "usage: scripts/article_tables.sh [--runs N] [--out DIR]" >&2; exit 64 ;;
     esac
 done
-mkdir -p "$out"
+prepare_measurement "$out"   # builds once, before the clock matters
 md="$out/article-tables.md"
 csv="$out/article-tables.csv"
 rm -f "$csv"
-"$ROOT/scripts/appendbench" --help >/dev/null   # build once, before the clock matters
 
 {
     echo "# The article's tables, re-measured"

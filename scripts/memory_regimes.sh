@@ -24,11 +24,9 @@ while [ $# -gt 0 ]; do
         *) echo "memory_regimes.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
-mkdir -p "$out"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
+prepare_measurement "$out"   # sets $stamp; builds before the clock starts
 csv="$out/memory-regimes-$stamp.csv"
 md="$out/memory-regimes-$stamp.md"
-"$ROOT/scripts/appendbench" --help >/dev/null   # build before the clock starts
 
 reporting=/sys/module/page_reporting/parameters
 if [ -r "$reporting/page_reporting_order" ]; then

@@ -19,10 +19,8 @@ while [ $# -gt 0 ]; do
         *) echo "run_all.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
-mkdir -p "$out"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
+prepare_measurement "$out"   # sets $stamp; builds before the clock starts
 csv="$out/matrix-$stamp.csv"
-"$ROOT/scripts/appendbench" --help >/dev/null   # build before the clock starts
 
 all_backends="mmlog,write,writev,fwrite,aio,uring,floor,null"
 # O_DIRECT costs ~100 us a write here: it runs apart, with fewer records, beside its own

@@ -27,11 +27,9 @@ while [ $# -gt 0 ]; do
         *) echo "sweep_mmlog.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
-mkdir -p "$out"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
+prepare_measurement "$out"   # sets $stamp; builds before the clock starts
 csv="$out/mmlog-sweep-$stamp.csv"
 md="$out/mmlog-sweep-$stamp.md"
-"$ROOT/scripts/appendbench" --help >/dev/null   # build before the clock starts
 
 MiB=$((1 << 20))
 # chunk size, max chunks, then extra flags. The first is the default.

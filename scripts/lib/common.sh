@@ -22,3 +22,11 @@ ensure_system_packages() {
 require_swift() {
     command -v swift >/dev/null || { echo "swift not found: install Swift 6 (expected at /opt/swift)" >&2; exit 1; }
 }
+
+# Before a measuring script's first run: makes the output directory $1, sets $stamp (UTC, for
+# result file names) and builds the harness, so that no build lands inside a measurement.
+prepare_measurement() {
+    mkdir -p "$1"
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    "$ROOT/scripts/appendbench" --help >/dev/null
+}
