@@ -28,6 +28,8 @@ public struct BenchmarkOptions: Sendable {
     public var timelineMilliseconds = 0
     /// Before each run, touch and release twice as much memory as the run will write (`warmMemory`).
     public var warmMemory = true
+    /// Hold the VM's free page reporting off for the invocation (root; `PageReporting`).
+    public var holdPageReporting = false
 
     public init() {}
 
@@ -101,7 +103,9 @@ public enum Benchmark {
         let temporary = options.directory == nil
         let directory = try options.directory.map { dir -> String in try makeDirectories(dir); return dir }
             ?? makeTemporaryDirectory()
-        let facts = MachineFacts.probe(directory: directory)
+        var facts = MachineFacts.probe(directory: directory)
+        if options.holdPageReporting { facts.pageReporting = PageReporting.hold() }
+        defer { if facts.pageReporting == .held { PageReporting.release() } }
         let started = isoDate()
         var results: [BackendResult] = []
         for key in options.backends {

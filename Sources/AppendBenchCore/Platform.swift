@@ -31,12 +31,15 @@ public struct MachineFacts: Sendable {
     public var kernel: String
     public var filesystem: String
     public var cores: Int
+    /// Free page reporting during the runs (`PageReporting`).
+    public var pageReporting: PageReporting.State = .absent
 
     public static func probe(directory: String) -> MachineFacts {
         MachineFacts(
             kernel: readFirstLine("/proc/sys/kernel/osrelease") ?? "unknown",
             filesystem: filesystemType(of: directory) ?? "unknown",
-            cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            pageReporting: PageReporting.current)
     }
 }
 
@@ -178,6 +181,64 @@ func warmMemory(bytes: Int) {
         writeStandardError("appendbench: could not warm \(bytes) bytes of memory before a run: "
                            + "\(String(cString: strerror(errno))); this run draws on memory as it is\n")
     }
+}
+
+/// Free page reporting: a VM's kernel handing blocks of free memory (2^order pages and up) to
+/// its host, which discards them; the guest's next touch of such a page faults in the host
+/// (here about 3 ms per 2 MiB). A reporting pass takes the most recently freed blocks first,
+/// so a pass between `warmMemory` and a run, or during it, hands the run cold memory.
+/// Holding it off (root) for an invocation makes runs see memory as on bare metal.
+public enum PageReporting {
+    static let parameter = "/sys/module/page_reporting/parameters/page_reporting_order"
+
+    /// What reporting was doing during the runs, for the report and the CSV.
+    public enum State: String, Sendable {
+        /// The kernel has no free page reporting (bare metal, or no balloon device).
+        case absent
+        /// Reporting ran (the report says so, and how to hold it).
+        case on
+        /// The order was already past the largest block, so nothing was reported.
+        case off
+        /// This invocation held it off and put the order back afterwards.
+        case held
+    }
+
+    /// The reporting order, or nil without free page reporting.
+    static var order: Int? { readFirstLine(parameter).flatMap { Int($0) } }
+
+    /// The largest block order the allocator has (columns of /proc/buddyinfo, less one).
+    static var largestOrder: Int {
+        let columns = readFirstLine("/proc/buddyinfo")?.split(separator: " ").dropFirst(4).count ?? 11
+        return max(columns - 1, 0)
+    }
+
+    public static var current: State {
+        guard let order else { return .absent }
+        return order > largestOrder ? .off : .on
+    }
+
+    /// Sets the order past the largest block, so no block is reported, until `release()`,
+    /// exit or a fatal signal puts the order back. Returns the state the runs will see; when
+    /// holding fails (not root, the kernel refuses the order) says why on stderr.
+    static func hold() -> State {
+        guard let order else { return .absent }
+        let off = largestOrder + 1
+        if order >= off { return .off }
+        if cb_hold_parameter(parameter, "\(off)", "\(order)") != 0 {
+            writeStandardError("appendbench: could not hold free page reporting off (writing \(off) to \(parameter): "
+                               + "\(String(cString: strerror(errno)))); the runs go on with it\n")
+            return .on
+        }
+        if readFirstLine(parameter).flatMap({ Int($0) }) != off {
+            release()
+            writeStandardError("appendbench: the kernel did not take page_reporting_order \(off); the runs go on with reporting\n")
+            return .on
+        }
+        return .held
+    }
+
+    /// Puts back the order `hold()` changed. Idempotent.
+    static func release() { cb_release_parameter() }
 }
 
 /// Lets the filesystem holding `directory` finish what earlier runs left it (the journal

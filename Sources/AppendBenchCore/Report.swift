@@ -95,6 +95,19 @@ extension BenchmarkReport {
                 + "every backend drew on memory the hypervisor already backed, as on bare metal."
             : "Memory was not warmed before runs (--no-warm-memory): in a VM that reports free memory to its host, "
                 + "a run's time depends on how recently freed the memory it draws on is.")
+        switch facts.pageReporting {
+        case .held:
+            notes.append("Free page reporting was held off during the runs (--hold-page-reporting; its order was put back "
+                         + "afterwards), so no run drew on memory the host had just taken back.")
+        case .on:
+            notes.append("Free page reporting was on: this VM hands free memory to its host, and a reporting pass just before "
+                         + "or during a run makes the fresh memory it allocates slow (2 MiB page-cache folios most: mmlog). "
+                         + "--hold-page-reporting (as root) holds it off for an invocation.")
+        case .off:
+            notes.append("Free page reporting was off (page_reporting_order past the largest block).")
+        case .absent:
+            break
+        }
         if options.fsyncEvery > 0 {
             notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
         }
@@ -117,7 +130,7 @@ extension BenchmarkReport {
         "median_total_ms", "min_total_ms", "max_total_ms",
         "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
         "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages", "prefetch",
-        "warm_memory",
+        "warm_memory", "page_reporting",
     ].joined(separator: ",")
 
     /// One row per backend per run (unsupported backends: one row, run 0).
@@ -151,10 +164,10 @@ extension BenchmarkReport {
         return rows
     }
 
-    /// The CSV's last columns: fsync_every, the MMLog knobs and warm_memory.
+    /// The CSV's last columns: fsync_every, the MMLog knobs, warm_memory and page_reporting.
     private var mmlogKnobs: [String] {
         ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)", "\(options.prefetch)",
-         "\(options.warmMemory)"]
+         "\(options.warmMemory)", facts.pageReporting.rawValue]
     }
 
     /// Appends this report's rows to `path`, writing the header first when the file is new or empty.
@@ -213,7 +226,7 @@ extension BenchmarkReport {
             ("batch", "\(options.batch)"), ("depth", "\(options.depth)"), ("chunk_size", "\(options.chunkSize)"),
             ("max_chunks", "\(options.maxChunks)"), ("prefault", jsonString(options.prefault.rawValue)),
             ("huge_pages", "\(options.hugePages)"), ("prefetch", "\(options.prefetch)"),
-            ("warm_memory", "\(options.warmMemory)"),
+            ("warm_memory", "\(options.warmMemory)"), ("page_reporting", jsonString(facts.pageReporting.rawValue)),
             ("runs", "\(options.runs)"), ("throughput_unit", jsonString("payload bytes / s / 1e9")),
             ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]"),
         ]) + "\n"

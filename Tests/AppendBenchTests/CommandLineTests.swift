@@ -86,7 +86,8 @@ final class CommandLineTests: XCTestCase {
             let records = series.map { Int($0.split(separator: ",")[7]) ?? -1 }.reduce(0, +)
             XCTAssertEqual(records, 2 * 3000, "\(key): the intervals add up to every record")
         }
-        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true,true,true\n"), "fsync_every, MMLog's knobs and warm_memory in the CSV")
+        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true,true,true,\(pageReportingNow)\n"),
+                      "fsync_every, MMLog's knobs, warm_memory and page_reporting in the CSV")
     }
 
     func testMMLogKnobsReachTheLogAndTheReport() {
@@ -96,9 +97,60 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
         XCTAssertTrue(result.stdout.contains("MMLog ran with --prefault read --no-huge-pages."), result.stdout)
         XCTAssertTrue(result.stdout.contains("Memory was not warmed before runs (--no-warm-memory)"), result.stdout)
-        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false,true,false\n"), readText(scratch.file("knobs.csv")))
+        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false,true,false,\(pageReportingNow)\n"), readText(scratch.file("knobs.csv")))
         let json = readText(scratch.file("knobs.json"))
         XCTAssertTrue(json.contains("\"prefault\": \"read\"") && json.contains("\"warm_memory\": false"), json)
+    }
+
+    /// What the CSV's page_reporting column says of this machine when nothing holds it.
+    var pageReportingNow: String {
+        guard let order = Int(readText(pageReportingOrder).split(separator: "\n").first ?? "") else { return "absent" }
+        let orders = readText("/proc/buddyinfo").split(separator: "\n").first.map { $0.split(separator: " ").count - 4 } ?? 11
+        return order >= orders ? "off" : "on"
+    }
+
+    let pageReportingOrder = "/sys/module/page_reporting/parameters/page_reporting_order"
+
+    func testHoldingPageReportingPutsTheOrderBack() throws {
+        let before = readText(pageReportingOrder)
+        let result = appendbench(["--procs", "1", "--ops", "2000", "--size", "512", "--backends", "mmlog,write", "--runs", "2",
+                                  "--hold-page-reporting", "--csv", scratch.file("held.csv")])
+        XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+        XCTAssertEqual(readText(pageReportingOrder), before, "the order is put back")
+        let state = readText(scratch.file("held.csv")).split(separator: "\n").last?.split(separator: ",").last.map(String.init)
+        switch pageReportingNow {
+        case "absent":
+            XCTAssertEqual(state, "absent")
+        case "off":
+            XCTAssertEqual(state, "off")
+        default:
+            if geteuid() == 0 {
+                XCTAssertEqual(state, "held")
+                XCTAssertTrue(result.stdout.contains("Free page reporting was held off during the runs"), result.stdout)
+            } else {
+                XCTAssertEqual(state, "on")
+                XCTAssertTrue(result.stderr.contains("could not hold free page reporting off"), result.stderr)
+            }
+        }
+    }
+
+    func testAKilledHarnessPutsThePageReportingOrderBack() throws {
+        guard pageReportingNow == "on", geteuid() == 0 else {
+            throw XCTSkip("needs root and free page reporting (a VM with a balloon device)")
+        }
+        let before = readText(pageReportingOrder)
+        let child = spawn(product("appendbench"), ["--procs", "1", "--ops", "200000", "--size", "512", "--backends", "write",
+                                                   "--runs", "20", "--hold-page-reporting", "--dir", scratch.file("killed")])
+        var held = false
+        for _ in 0..<1000 where !held {
+            held = readText(pageReportingOrder) != before
+            if !held { usleep(10_000) }
+        }
+        XCTAssertTrue(held, "the harness held reporting off")
+        child.kill(SIGTERM)
+        let (status, _) = child.wait()
+        XCTAssertEqual(status.signal, SIGTERM, "\(status)")
+        XCTAssertEqual(readText(pageReportingOrder), before, "SIGTERM puts the order back")
     }
 
     func testBadInputGetsAClearMessageAndAFailingStatus() {
