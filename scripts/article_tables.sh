@@ -29,7 +29,7 @@ rm -f "$csv"
 
 for spec in "128 100000" "1 100000" "4095 10000"; do
     set -- $spec
-    cmd="appendbench --procs 4 --ops $2 --size $1 --runs $runs --csv $csv"
+    cmd="appendbench --procs 4 --ops $2 --size $1 --runs $runs --csv $csv${hold[*]:+ ${hold[*]}}"
     echo "running: $cmd" >&2
     {
         echo
@@ -39,7 +39,7 @@ for spec in "128 100000" "1 100000" "4095 10000"; do
         echo "$cmd"
         echo '```'
         echo
-        "$ROOT/scripts/appendbench" --procs 4 --ops "$2" --size "$1" --runs "$runs" --csv "$csv" --quiet
+        "$ROOT/scripts/appendbench" --procs 4 --ops "$2" --size "$1" --runs "$runs" --csv "$csv" --quiet "${hold[@]}"
     } >> "$md"
 done
 echo "wrote $md and $csv" >&2

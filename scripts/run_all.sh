@@ -39,7 +39,7 @@ run_cells() {  # procs ops size backends
     cell=$(( cell + count ))
     echo "[$first-$cell/$total] size=$3 procs=$1 ops=$2: $4 ($(( $(date +%s) - started ))s so far)" >&2
     if ! "$ROOT/.build/release/appendbench" --procs "$1" --ops "$2" --size "$3" --runs "$runs" \
-            --backends "$4" --csv "$csv" --quiet > "$out/.last-table.txt"; then
+            --backends "$4" --csv "$csv" --quiet "${hold[@]}" > "$out/.last-table.txt"; then
         failed=$(( failed + 1 ))
         echo "  some backend failed or did not verify:" >&2
         grep -E "FAILED|^- " "$out/.last-table.txt" >&2 || true

@@ -61,7 +61,7 @@ for round in $(seq 1 "$rounds"); do
             # shellcheck disable=SC2086
             "$ROOT/.build/release/appendbench" --procs "$procs" --ops $(( ops * 4 / procs )) --size "$size" \
                 --backends mmlog,write --runs "$runs" --chunk-size "$chunk" --max-chunks "$max" ${extra:-} \
-                --csv "$csv" --quiet >/dev/null
+                --csv "$csv" --quiet "${hold[@]}" >/dev/null
         done
     done
 done

@@ -113,6 +113,10 @@ public enum Benchmark {
             results.append(describe(type, options, directory))
         }
         try checkSpace(results, options, directory)
+        if options.warmMemory && (facts.pageReporting == .held || facts.pageReporting == .off) {
+            let largest = results.filter { $0.unsupported == nil }.map { options.procs * options.ops * $0.stride }.max() ?? 0
+            warmMemory(bytes: warmPoolBytes(outputBytes: largest))
+        }
 
         let total = options.runs * results.filter { $0.unsupported == nil }.count
         var step = 0

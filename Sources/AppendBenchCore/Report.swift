@@ -98,13 +98,13 @@ extension BenchmarkReport {
         switch facts.pageReporting {
         case .held:
             notes.append("Free page reporting was held off during the runs (--hold-page-reporting; its order was put back "
-                         + "afterwards), so no run drew on memory the host had just taken back.")
+                         + "afterwards)\(poolNote), so no run drew on memory the host had taken back.")
         case .on:
             notes.append("Free page reporting was on: this VM hands free memory to its host, and a reporting pass just before "
                          + "or during a run makes the fresh memory it allocates slow (2 MiB page-cache folios most: mmlog). "
                          + "--hold-page-reporting (as root) holds it off for an invocation.")
         case .off:
-            notes.append("Free page reporting was off (page_reporting_order past the largest block).")
+            notes.append("Free page reporting was off (page_reporting_order past the largest block)\(poolNote).")
         case .absent:
             break
         }
@@ -116,6 +116,11 @@ extension BenchmarkReport {
         }
         notes.append("Kernel \(facts.kernel), \(facts.filesystem) at \(directory), \(facts.cores) cores, \(date).")
         return notes
+    }
+
+    /// What `Benchmark` did besides the per-run warming when reporting was not running.
+    private var poolNote: String {
+        options.warmMemory ? " and a pool of at least 1 GiB was warmed once before the runs" : ""
     }
 
     private func row(_ cells: [String]) -> String {

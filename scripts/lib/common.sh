@@ -25,8 +25,16 @@ require_swift() {
 
 # Before a measuring script's first run: makes the output directory $1, sets $stamp (UTC, for
 # result file names) and builds the harness, so that no build lands inside a measurement.
+# Sets $hold to the arguments that hold a VM's free page reporting off for each invocation
+# (--hold-page-reporting, when this user may; README "Memory on a VM"), else to none.
 prepare_measurement() {
     mkdir -p "$1"
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    hold=()
+    if [ -w /sys/module/page_reporting/parameters/page_reporting_order ]; then
+        hold=(--hold-page-reporting)
+    elif [ -e /sys/module/page_reporting/parameters/page_reporting_order ]; then
+        echo "note: free page reporting stays on (holding it needs root); runs may draw on memory the host took back" >&2
+    fi
     "$ROOT/scripts/appendbench" --help >/dev/null
 }
