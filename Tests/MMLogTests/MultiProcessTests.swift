@@ -60,6 +60,16 @@ final class MultiProcessTests: XCTestCase {
         try verify(path, workers: 4, ops: 1_000, size: 9_000)
     }
 
+    func testRecordsAroundThePwriteThreshold() throws {
+        // Up to 32 KiB records are copied through the mappings (through two chunks when they
+        // straddle one of these 64 KiB boundaries); from 32 KiB they are written with pwrite.
+        for size in [20_000, 32_767, 32_768, 40_000] {
+            let path = scratch.file("threshold-\(size).log")
+            runWriters(path: path, processes: 4, ops: 300, size: size, extra: ["--chunk-size", "65536", "--max-chunks", "2"])
+            try verify(path, workers: 4, ops: 300, size: size)
+        }
+    }
+
     func testEveryPrefaultModeWithAndWithoutHugePagesAndPrefetch() throws {
         // 2 MiB chunks (one huge folio each) and a two-slot ring, so chunks are mapped,
         // prefaulted and evicted again and again; 1000-byte records cross their boundaries.
