@@ -164,8 +164,11 @@ func removeFile(_ path: String) {
 /// left mmlog runs of 100-172 ms among 46-60 ms ones; 2x + 8 MiB, 1x + 256 MiB and 3x none
 /// over 84 ms.
 func warmMemoryBytes(outputBytes: Int) -> Int {
-    let free = sysconf(Int32(_SC_AVPHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
-    return max(0, min(2 * outputBytes + 64 << 20, free / 2))
+    max(0, min(2 * outputBytes + 64 << 20, freeMemoryBytes() / 2))
+}
+
+private func freeMemoryBytes() -> Int {
+    sysconf(Int32(_SC_AVPHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
 }
 
 /// The pool `Benchmark` warms once, before the runs, when free page reporting is held off: 1 GiB,
@@ -175,8 +178,7 @@ func warmMemoryBytes(outputBytes: Int) -> Int {
 /// all backends, 10 runs, memory left 45 s to go cold first, reporting held): without the pool
 /// 5 slow mmlog runs in 40 (49-221 ms against 19-35), with 1 GiB none in 30 (19-29 ms).
 func warmPoolBytes(outputBytes: Int) -> Int {
-    let free = sysconf(Int32(_SC_AVPHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
-    return max(0, min(max(1 << 30, 4 * outputBytes), free / 2))
+    max(0, min(max(1 << 30, 4 * outputBytes), freeMemoryBytes() / 2))
 }
 
 /// Touches and releases `bytes` of memory in 2 MiB pages (`cb_warm_memory`) so that the
@@ -240,7 +242,7 @@ public enum PageReporting {
                                + "\(String(cString: strerror(errno)))); the runs go on with it\n")
             return .on
         }
-        if readFirstLine(parameter).flatMap({ Int($0) }) != off {
+        if Self.order != off {
             release()
             writeStandardError("appendbench: the kernel did not take page_reporting_order \(off); the runs go on with reporting\n")
             return .on

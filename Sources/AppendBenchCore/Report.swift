@@ -120,7 +120,8 @@ extension BenchmarkReport {
 
     /// What `Benchmark` did besides the per-run warming when reporting was not running.
     private var poolNote: String {
-        options.warmMemory ? " and a pool of at least 1 GiB was warmed once before the runs" : ""
+        options.warmMemory ? " and a pool of memory (1 GiB or 4x the largest output, at most half the free memory) was warmed "
+            + "once before the runs" : ""
     }
 
     private func row(_ cells: [String]) -> String {

@@ -86,7 +86,7 @@ struct AppendBench: ParsableCommand {
     @Flag(name: .customLong("warm-memory"), inversion: .prefixedNo, help: "Before each run, touch and release twice as much memory as the run writes, so every backend draws on memory the hypervisor already backs (see README: a VM that reports free memory to its host makes fresh 2 MiB pages slow).")
     var warmMemory = true
 
-    @Flag(name: .customLong("hold-page-reporting"), help: "As root in a VM with free page reporting: hold it off for this invocation (page_reporting_order past the largest block, put back at exit or on SIGINT/SIGTERM/SIGHUP), so no run draws on memory the host just took back.")
+    @Flag(name: .customLong("hold-page-reporting"), help: "As root in a VM with free page reporting: hold it off for this invocation (page_reporting_order past the largest block, put back at exit or on SIGINT, SIGTERM, SIGHUP or SIGQUIT), so no run draws on memory the host just took back.")
     var holdPageReporting = false
 
     @Flag(name: .long, help: "No progress lines on stderr.")

@@ -34,6 +34,16 @@ int cb_populate_write(void *address, size_t length);
 /// then memory the hypervisor backs, as on bare metal. Returns 0, or -1 with errno set.
 int cb_warm_memory(size_t length);
 
+/// Writes `value` to the kernel parameter file `path` (a /sys or /proc file) and arranges for
+/// `restore` to be written back by cb_release_parameter, at exit(), and on SIGINT, SIGTERM,
+/// SIGHUP or SIGQUIT (then the signal is raised again); only by this process, not by
+/// children forked later. One parameter at a time. Returns 0, or -1 with errno (EACCES when
+/// not root, EINVAL when the kernel refuses the value). SIGKILL leaves `value` in place.
+int cb_hold_parameter(const char *path, const char *value, const char *restore);
+
+/// Writes back what cb_hold_parameter saved, if this process holds it. Idempotent.
+void cb_release_parameter(void);
+
 /// syncfs(2) (Swift's Glibc module omits it: it needs _GNU_SOURCE). Returns 0, or -1 with errno set.
 int cb_syncfs(int fd);
 
@@ -82,16 +92,6 @@ cb_result cb_aio_drain(cb_aio *ctx);
 int cb_aio_close(cb_aio *ctx);
 
 /* ---- io_uring (liburing) ----------------------------------------------------------- */
-
-/// Writes `value` to the kernel parameter file `path` (a /sys or /proc file) and arranges for
-/// `restore` to be written back by cb_release_parameter, at exit(), and on SIGINT, SIGTERM,
-/// SIGHUP or SIGQUIT (then the signal is raised again); only by this process, not by
-/// children forked later. One parameter at a time. Returns 0, or -1 with errno (EACCES when
-/// not root, EINVAL when the kernel refuses the value). SIGKILL leaves `value` in place.
-int cb_hold_parameter(const char *path, const char *value, const char *restore);
-
-/// Writes back what cb_hold_parameter saved, if this process holds it. Idempotent.
-void cb_release_parameter(void);
 
 typedef struct cb_uring cb_uring;
 
