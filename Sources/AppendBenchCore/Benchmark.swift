@@ -115,7 +115,9 @@ public enum Benchmark {
         try checkSpace(results, options, directory)
         if options.warmMemory && (facts.pageReporting == .held || facts.pageReporting == .off) {
             let largest = results.filter { $0.unsupported == nil }.map { options.procs * options.ops * $0.stride }.max() ?? 0
-            warmMemory(bytes: warmPoolBytes(outputBytes: largest))
+            let pool = warmPoolBytes(outputBytes: largest)
+            status?("warming \(pool >> 20) MiB of memory before the runs (page reporting held)")
+            warmMemory(bytes: pool)
         }
 
         let total = options.runs * results.filter { $0.unsupported == nil }.count
