@@ -43,6 +43,21 @@ public struct MachineFacts: Sendable {
     }
 }
 
+/// Steal time: CPU time a VM's vCPUs were ready to run but the hypervisor ran something else,
+/// summed over all CPUs (/proc/stat, in clock ticks of 10 ms here). A run with steal was
+/// slowed by the host, not by what it measures.
+enum StealClock {
+    /// Nanoseconds of steal since boot, or nil where /proc/stat has no steal column.
+    static func read() -> UInt64? {
+        // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"
+        guard let line = readFirstLine("/proc/stat"), line.hasPrefix("cpu ") else { return nil }
+        let fields = line.split(separator: " ")
+        guard fields.count > 8, let ticks = UInt64(fields[8]) else { return nil }
+        let perSecond = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+        return ticks * (1_000_000_000 / perSecond)
+    }
+}
+
 /// The kernel's dirty page cache limits (/proc/sys/vm), which decide when writers are made
 /// to wait for writeback. A `*_bytes` setting, when non-zero, replaces its `*_ratio`.
 public struct DirtyLimits: Sendable {

@@ -108,6 +108,7 @@ extension BenchmarkReport {
         case .absent:
             break
         }
+        if let stealNote { notes.append(stealNote) }
         if options.fsyncEvery > 0 {
             notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
         }
@@ -116,6 +117,20 @@ extension BenchmarkReport {
         }
         notes.append("Kernel \(facts.kernel), \(facts.filesystem) at \(directory), \(facts.cores) cores, \(date).")
         return notes
+    }
+
+    private func stealMilliseconds(_ run: RunResult) -> String? {
+        run.measurement.stealNanoseconds.map { fixed(Double($0) / 1e6, 0) }
+    }
+
+    /// Runs during which the hypervisor ran something else on this VM's CPUs.
+    private var stealNote: String? {
+        let runs = results.flatMap { $0.runs }
+        let stolen = runs.filter { ($0.measurement.stealNanoseconds ?? 0) > 0 }
+        guard let worst = stolen.max(by: { $0.measurement.stealNanoseconds! < $1.measurement.stealNanoseconds! }) else { return nil }
+        return "The hypervisor ran other work on this VM's CPUs during \(stolen.count) of \(runs.count) runs (steal time, "
+            + "/proc/stat; at most \(fixed(Double(worst.measurement.stealNanoseconds!) / 1e6, 0)) ms in a run of "
+            + "\(fixed(worst.totalMilliseconds, 0)) ms; steal_ms per run in the CSV/JSON): those runs measure the host as well."
     }
 
     /// What `Benchmark` did besides the per-run warming when reporting was not running.
@@ -136,7 +151,7 @@ extension BenchmarkReport {
         "median_total_ms", "min_total_ms", "max_total_ms",
         "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
         "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages", "prefetch",
-        "warm_memory", "page_reporting",
+        "warm_memory", "page_reporting", "steal_ms",
     ].joined(separator: ",")
 
     /// One row per backend per run (unsupported backends: one row, run 0).
@@ -147,7 +162,7 @@ extension BenchmarkReport {
                           "\(result.stride)", "\(options.batch)", "\(options.depth)", "\(options.chunkSize)"]
             if let reason = result.unsupported {
                 rows.append(csvLine(common + ["0", "\(options.runs)"] + Array(repeating: "", count: 13)
-                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason] + mmlogKnobs))
+                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason] + mmlogKnobs + [""]))
                 continue
             }
             let stats = [result.median, result.fastest, result.slowest].map { $0.map { fixed($0.totalMilliseconds, 3) } ?? "" }
@@ -164,7 +179,7 @@ extension BenchmarkReport {
                     failed ? "" : fixed(run.gigabytesPerSecond, 4), failed ? "" : speedup(run).map { fixed($0, 3) } ?? "",
                     fixed(Double(run.measurement.setupNanoseconds) / 1e6, 3),
                 ] + stats + percentiles + [verified, "\(run.verification?.wholeRecords ?? 0)", facts.kernel, facts.filesystem,
-                                           error] + mmlogKnobs))
+                                           error] + mmlogKnobs + [stealMilliseconds(run) ?? ""]))
             }
         }
         return rows
@@ -240,6 +255,7 @@ extension BenchmarkReport {
 
     private func jsonRun(_ run: RunResult) -> String {
         var fields = [("run", "\(run.run)"), ("setup_ms", fixed(Double(run.measurement.setupNanoseconds) / 1e6, 3))]
+        if let steal = stealMilliseconds(run) { fields.append(("steal_ms", steal)) }
         if run.measurement.failures.isEmpty {
             fields += [("total_ms", fixed(run.totalMilliseconds, 3)), ("per_call_us", fixed(run.microsecondsPerCall, 4)),
                        ("throughput_gbps", fixed(run.gigabytesPerSecond, 4)),

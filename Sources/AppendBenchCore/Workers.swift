@@ -17,6 +17,9 @@ public struct Measurement: Sendable {
     public var failures: [String]
     /// With a timeline: records appended by all workers in each interval since the start.
     public var timeline: [Int] = []
+    /// CPU time the hypervisor gave to others while the workers ran (`StealClock`), or nil
+    /// where the kernel does not account it.
+    public var stealNanoseconds: UInt64?
 }
 
 /// Forks `procs` workers from this (single-threaded) process, each appending `ops` records
@@ -99,6 +102,7 @@ enum WorkerPool {
             if pid > 0 { exited[pid] = status } else { usleep(50) }
         }
         let setup = monotonicNanoseconds() - forkedAt
+        let stealBefore = StealClock.read()
         let startedAt = monotonicNanoseconds()
         start.store(startedAt, ordering: .releasing)  // pairs with the workers' acquiring spin
 
@@ -119,6 +123,7 @@ enum WorkerPool {
             }
         }
 
+        let stealAfter = StealClock.read()
         var last: UInt64 = startedAt
         for (w, pid) in pids.enumerated() {
             let slot = region + slotsOffset + w * slotSize
@@ -153,6 +158,7 @@ enum WorkerPool {
             latency = merged
         }
         var measurement = Measurement(totalNanoseconds: last - startedAt, setupNanoseconds: setup, latency: latency, failures: failures)
+        if let stealBefore, let stealAfter { measurement.stealNanoseconds = stealAfter &- stealBefore }
         if timelineWords > 0 && failures.isEmpty {
             let intervals = min(Int((last - startedAt) / plan.timelineInterval) + 1, timelineWords)
             var totals = [Int](repeating: 0, count: intervals)

@@ -48,6 +48,19 @@ final class ReportTests: XCTestCase {
         XCTAssertFalse(report().ok)
     }
 
+    func testRunsTheHostSlowedAreNamed() {
+        var report = report()
+        XCTAssertFalse(report.table.contains("The hypervisor ran other work"), "no steal, no note")
+        XCTAssertTrue(report.csvRows[0].hasSuffix(","), "steal_ms empty where not accounted: \(report.csvRows[0])")
+        report.results[1].runs[0].measurement.stealNanoseconds = 30_000_000
+        report.results[0].runs[0].measurement.stealNanoseconds = 0
+        XCTAssertTrue(report.table.contains("The hypervisor ran other work on this VM's CPUs during 1 of 3 runs (steal time, "
+                                            + "/proc/stat; at most 30 ms in a run of 400 ms;"), report.table)
+        XCTAssertTrue(report.csvRows[1].hasSuffix(",30"), report.csvRows[1])
+        XCTAssertTrue(report.csvRows[0].hasSuffix(",0"), report.csvRows[0])
+        XCTAssertTrue(report.json.contains(#""steal_ms": 30"#), report.json)
+    }
+
     func testCSVAndJSONCarryTheSameOutcomes() {
         let rows = report().csvRows
         XCTAssertEqual(rows.count, 4)
