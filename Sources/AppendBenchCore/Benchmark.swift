@@ -86,6 +86,8 @@ public struct BenchmarkReport: Sendable {
     public var date: String
     public var directory: String
     public var results: [BackendResult]
+    /// Bytes of memory warmed once before the runs (`warmPoolBytes`); 0 when none were.
+    public var warmedPoolBytes = 0
 
     /// True when every backend that ran completed and verified.
     public var ok: Bool { !results.contains { $0.failed } }
@@ -113,9 +115,10 @@ public enum Benchmark {
             results.append(describe(type, options, directory))
         }
         try checkSpace(results, options, directory)
+        var pool = 0
         if options.warmMemory && (facts.pageReporting == .held || facts.pageReporting == .off) {
             let largest = results.filter { $0.unsupported == nil }.map { options.procs * options.ops * $0.stride }.max() ?? 0
-            let pool = warmPoolBytes(outputBytes: largest)
+            pool = warmPoolBytes(outputBytes: largest)
             status?("warming \(pool >> 20) MiB of memory before the runs (page reporting held)")
             warmMemory(bytes: pool)
         }
@@ -137,7 +140,8 @@ public enum Benchmark {
             }
         }
         if temporary && !options.keep { rmdir(directory) }
-        return BenchmarkReport(options: options, facts: facts, date: started, directory: directory, results: results)
+        return BenchmarkReport(options: options, facts: facts, date: started, directory: directory, results: results,
+                               warmedPoolBytes: pool)
     }
 
     public static func outputPath(_ directory: String, _ key: String) -> String { "\(directory)/\(key).log" }

@@ -126,17 +126,16 @@ extension BenchmarkReport {
     /// Runs during which the hypervisor ran something else on this VM's CPUs.
     private var stealNote: String? {
         let runs = results.flatMap { $0.runs }
-        let stolen = runs.filter { ($0.measurement.stealNanoseconds ?? 0) > 0 }
-        guard let worst = stolen.max(by: { $0.measurement.stealNanoseconds! < $1.measurement.stealNanoseconds! }) else { return nil }
+        let stolen = runs.compactMap { run in run.measurement.stealNanoseconds.flatMap { $0 > 0 ? (run, $0) : nil } }
+        guard let (worst, steal) = stolen.max(by: { $0.1 < $1.1 }) else { return nil }
         return "The hypervisor ran other work on this VM's CPUs during \(stolen.count) of \(runs.count) runs (steal time, "
-            + "/proc/stat; at most \(fixed(Double(worst.measurement.stealNanoseconds!) / 1e6, 0)) ms in a run of "
+            + "/proc/stat; at most \(fixed(Double(steal) / 1e6, 0)) ms in a run of "
             + "\(fixed(worst.totalMilliseconds, 0)) ms; steal_ms per run in the CSV/JSON): those runs measure the host as well."
     }
 
     /// What `Benchmark` did besides the per-run warming when reporting was not running.
     private var poolNote: String {
-        options.warmMemory ? " and a pool of memory (1 GiB or 4x the largest output, at most half the free memory) was warmed "
-            + "once before the runs" : ""
+        warmedPoolBytes > 0 ? " and \(warmedPoolBytes >> 20) MiB of memory were warmed once before the runs" : ""
     }
 
     private func row(_ cells: [String]) -> String {
