@@ -3,9 +3,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
 #include <string.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+__thread mmlog_hot_t mmlog_hot_entry __attribute__((tls_model("initial-exec")));
 
 int mmlog_ofd_lock(int fd, off_t start, off_t len, short type, int wait) {
     struct flock fl;
@@ -16,6 +24,18 @@ int mmlog_ofd_lock(int fd, off_t start, off_t len, short type, int wait) {
     fl.l_len = len;
     fl.l_pid = 0; /* required for OFD locks */
     return fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+}
+
+int mmlog_ofd_held(int fd, off_t start, short type) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = start;
+    fl.l_len = 1;
+    fl.l_pid = 0;
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return -1;
+    return fl.l_type == F_UNLCK ? 0 : 1;
 }
 
 int mmlog_fallocate(int fd, off_t offset, off_t len) {
@@ -32,16 +52,18 @@ int mmlog_populate(void *addr, size_t len, int for_writing) {
 #endif
 }
 
-void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge) {
+void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge, int writable) {
+    int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
     void *p;
     if (align <= 4096) {
-        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+        p = mmap(NULL, len, prot, MAP_SHARED, fd, offset);
+        if (p == MAP_FAILED) return MAP_FAILED;
     } else {
         /* Reserve len + align of address space, then put the file at its aligned start. */
         char *reserved = mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (reserved == MAP_FAILED) return MAP_FAILED;
         char *start = (char *)(((uintptr_t)reserved + align - 1) & ~(uintptr_t)(align - 1));
-        p = mmap(start, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
+        p = mmap(start, len, prot, MAP_SHARED | MAP_FIXED, fd, offset);
         if (p == MAP_FAILED) {
             int saved = errno;
             munmap(reserved, len + align);
@@ -58,4 +80,51 @@ void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge
     return p;
 }
 
+int mmlog_fence_off(void *addr, size_t len) {
+    void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? -1 : 0;
+}
+
+static int membarrier_mode; /* 0 unknown, 1 private expedited, 2 global, 3 none */
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+
+static void membarrier_setup(void) {
+    long supported = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (supported > 0 && (supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
+        membarrier_mode = 1;
+    } else if (supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL)) {
+        membarrier_mode = 2;
+    } else {
+        membarrier_mode = 3;
+    }
+}
+
+int mmlog_membarrier(void) {
+    pthread_once(&membarrier_once, membarrier_setup);
+    switch (membarrier_mode) {
+    case 1: return (int)syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    case 2: return (int)syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+    default: errno = ENOSYS; return -1;
+    }
+}
+
+int mmlog_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts = { .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000 };
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+    if (rc == -1 && errno == EAGAIN) return 0;
+    return (int)rc;
+}
+
+int mmlog_futex_wake_all(uint32_t *word) {
+    return (int)syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+int32_t mmlog_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
 int mmlog_errno(void) { return errno; }
+
+static void clear_hot_in_child(void) { memset(&mmlog_hot_entry, 0, sizeof mmlog_hot_entry); }
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_setup(void) { pthread_atfork(NULL, NULL, clear_hot_in_child); }
+void mmlog_register_atfork(void) { pthread_once(&atfork_once, atfork_setup); }

@@ -20,24 +20,23 @@ final class ChunkRing: @unchecked Sendable {
     // Tags cannot run into the special values: offsets stay below 2^48 (the header check) and
     // chunks are at least 4 KiB, so chunk indexes stay below 2^36.
 
-    /// How many cache lines apart slot words are (no false sharing between threads pinning neighbours).
-    private static let slotStride = 8
+    /// How many words apart slot words are: a cache line (no false sharing between threads
+    /// pinning neighbours).
+    static let slotStride = 8
 
     let slotCount: Int
     let slotMask: Int
     let chunkSize: Int
-    let prefault: MMLog.Prefault
-    let hugePages: Bool
-    private let words: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
-    private let bases: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    /// The slot words and mappings, also reached without the object from a thread's
+    /// `mmlog_hot_t` (see `pin(_:_:)`).
+    let words: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    let bases: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     /// Serialises remapping and closing; never taken on the fast path.
     private let mapping = Mutex<Bool>(false)  // true once closed
 
     enum Load { case mapped, busy }
 
-    init(maxChunks: Int, chunkSize: Int, prefault: MMLog.Prefault, hugePages: Bool) {
-        self.prefault = prefault
-        self.hugePages = hugePages
+    init(maxChunks: Int, chunkSize: Int) {
         var count = 1
         while count * 2 <= maxChunks { count *= 2 }
         slotCount = count
@@ -64,27 +63,40 @@ final class ChunkRing: @unchecked Sendable {
     /// Every non-nil result must be followed by `unpin(k)`.
     @inline(__always)
     func pin(_ k: Int) -> UnsafeMutableRawPointer? {
-        let slot = k & slotMask
-        let w = word(slot)
+        Self.pin(words, bases, UInt64(slotMask), k)
+    }
+
+    /// Releases a pin. Releasing: the copy into the chunk happens before a remap can see 0 pins.
+    @inline(__always)
+    func unpin(_ k: Int) {
+        Self.unpin(words, UInt64(slotMask), k)
+    }
+
+    /// `pin` on a ring known only by its arrays (the fast path's `mmlog_hot_t`).
+    @inline(__always)
+    static func pin(_ words: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>,
+                    _ bases: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ mask: UInt64, _ k: Int) -> UnsafeMutableRawPointer? {
+        let slot = Int(truncatingIfNeeded: UInt64(truncatingIfNeeded: k) & mask)
+        let w = UnsafeAtomic<UInt64>(at: words + slot &* slotStride)
         // Acquiring: pairs with the releasing publish in `load`, so `bases[slot]` is visible.
         let old = w.loadThenWrappingIncrement(ordering: .acquiring)
-        if old &>> Self.pinBits == UInt64(truncatingIfNeeded: k &+ 1) {
+        if old &>> pinBits == UInt64(truncatingIfNeeded: k &+ 1) {
             return bases[slot]
         }
         w.wrappingDecrement(ordering: .relaxed)
         return nil
     }
 
-    /// Releases a pin. Releasing: the copy into the chunk happens before a remap can see 0 pins.
     @inline(__always)
-    func unpin(_ k: Int) {
-        word(k & slotMask).wrappingDecrement(ordering: .releasing)
+    static func unpin(_ words: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>, _ mask: UInt64, _ k: Int) {
+        let slot = Int(truncatingIfNeeded: UInt64(truncatingIfNeeded: k) & mask)
+        UnsafeAtomic<UInt64>(at: words + slot &* slotStride).wrappingDecrement(ordering: .releasing)
     }
 
-    /// Maps chunk `k` into its slot, evicting the unpinned chunk there.
-    /// Returns `.busy` when that slot's chunk is still pinned by another thread.
-    /// `allocatedEnd` is the data file's allocated size: only that much is prefaulted.
-    func load(_ k: Int, fd: Int32, path: String, allocatedEnd: Int) throws(MMLogError) -> Load {
+    /// Maps chunk `k` into its slot, evicting the unpinned chunk there, with `pages` (see
+    /// `PageStrategy`). Returns `.busy` when that slot's chunk is still pinned by another
+    /// thread. `allocatedEnd` is the data file's allocated size: only that much is prefaulted.
+    func load(_ k: Int, fd: Int32, path: String, allocatedEnd: Int, pages: PageMode) throws(MMLogError) -> Load {
         let slot = k & slotMask
         let w = word(slot)
         return try mapping.withLock { (closed: inout Bool) throws(MMLogError) -> Load in
@@ -103,13 +115,13 @@ final class ChunkRing: @unchecked Sendable {
             let offset = k * chunkSize
             let base: UnsafeMutableRawPointer
             do throws(MMLogError) {
-                base = try Sys.mapShared(fd, chunkSize, offset, path, hugePages: hugePages)
+                base = try Sys.mapShared(fd, chunkSize, offset, path, hugePages: pages.hugePages)
             } catch {
                 retag(w, from: Self.loadingTag, to: 0)
                 throw error
             }
             let populate = min(chunkSize, allocatedEnd - offset)
-            if populate > 0 { Sys.prefault(base, populate, prefault) }
+            if populate > 0 { Sys.prefault(base, populate, pages.prefault) }
             bases[slot] = base
             retag(w, from: Self.loadingTag, to: UInt64(k + 1))  // publish
             return .mapped

@@ -2,21 +2,26 @@
 import Glibc
 #endif
 import Atomics
+import CMMLogShims
 import Synchronization
 
 /// A log file that many processes and threads append to at once.
 ///
 /// The data file at `path` holds exactly the appended bytes, in reservation order. Beside it,
-/// `<path>.mmlog` holds the shared cursor (see `MetadataLayout`). An append reserves its byte
-/// range with one atomic fetch-add on the cursor and copies the record into a shared mapping
-/// of the data file; no lock, allocation or system call is on that path while the range lies
-/// in a chunk this process has mapped.
+/// `<path>.mmlog` holds the shared cursor, the writer table and the hole table (see
+/// `MetadataLayout`). An append reserves its byte range with one atomic fetch-add on the cursor
+/// and copies the record into a shared mapping of the data file; no lock, allocation or system
+/// call is on that path while the range lies in a chunk this process has mapped.
 ///
-/// One `MMLog` may be shared by all threads of a process. Do not carry a handle across
-/// `fork()`: open one in the child instead.
+/// One `MMLog` may be shared by all threads of a process. After `fork()` a handle inherited by
+/// the child refuses to work there (`.forked`): open one in the child instead.
+///
+/// The code is one file per concern: this file (the API and the fast path), `Opening.swift`
+/// and `Recovery.swift`, `Appending.swift` (the slow paths), `Growth.swift`, `WriterTable.swift`,
+/// `Holes.swift`, `Closing.swift` (trim and close), `Durability.swift` (sync), `Reader.swift`.
 public final class MMLog: @unchecked Sendable {
-    // @unchecked: the mutable state is either atomic (shared header, `closedFlag`,
-    // `slowPaths`), behind a Mutex (`growLock`, the ring's mapping lock), or immutable.
+    // @unchecked: the mutable state is atomic (shared header, `closedFlag`), behind a Mutex
+    // (`files`, each file's locks), or immutable.
 
     public struct Options: Sendable {
         /// Bytes mapped at a time and the step the data file grows by. A power of two and a
@@ -39,6 +44,8 @@ public final class MMLog: @unchecked Sendable {
 
         public static let defaultChunkSize = 4 << 20  // see the README: scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
+        /// Above this many chunks a handle's mappings would be absurd (4096 x 1 TiB at most).
+        public static let maxMaxChunks = 4096
 
         public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,
                     permissions: mode_t = 0o644, prefault: Prefault = .write, hugePages: Bool = true,
@@ -49,6 +56,20 @@ public final class MMLog: @unchecked Sendable {
             self.permissions = permissions
             self.prefault = prefault
             self.hugePages = hugePages
+        }
+
+        /// Why these options cannot open a log, or nil when they can.
+        public func problem(pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))) -> String? {
+            if chunkSize <= 0 || chunkSize % pageSize != 0 || chunkSize & (chunkSize - 1) != 0 || chunkSize > 1 << 40 {
+                return "chunk size \(chunkSize) must be a power of two, a multiple of the page size (\(pageSize)) and at most 1 TiB"
+            }
+            if maxChunks < 2 {
+                return "maxChunks \(maxChunks) must be at least 2 (a record may straddle two chunks)"
+            }
+            if maxChunks > Options.maxMaxChunks {
+                return "maxChunks \(maxChunks) must be at most \(Options.maxMaxChunks)"
+            }
+            return nil
         }
     }
 
@@ -75,262 +96,155 @@ public final class MMLog: @unchecked Sendable {
     public let path: String
     /// Path of the metadata file (`path + ".mmlog"`).
     public let metadataPath: String
-    /// Chunk size in force (the log's own, which may differ from the options when it existed).
-    public let chunkSize: Int
+    /// The options this handle was opened with.
+    public let options: Options
+    /// What opening found and repaired, when this handle was the first to attach after the
+    /// log was left unclean (a crash, a power loss, a copied or upgraded metadata file).
+    public let recovery: RecoveryReport?
 
-    private let dataFD: Int32
-    private let metadataFD: Int32
-    private let header: Metadata
-    private let cursor: UnsafeAtomic<UInt64>
-    private let fileSize: UnsafeAtomic<UInt64>
-    private let chunkShift: Int
-    private let chunkMask: Int
-    private let ring: ChunkRing
+    /// Unique among every handle this process ever opens: the key of its threads' hot entries.
+    let id: UInt64
+    /// The process that opened the handle: a child after fork() is refused.
+    let ownerPID: pid_t
     // UnsafeAtomic rather than ManagedAtomic: the latter's storage is reached through a
-    // call the optimiser left in the fast path (callgrind: 5 of 115 instructions per append,
-    // plus an indirect call). Destroyed in deinit.
-    private let closedFlag = UnsafeAtomic<Bool>.create(false)
-    /// Appends inside a slow path (grow, map, pwrite, trim), which use the file descriptors.
-    private let slowPaths = UnsafeAtomic<Int>.create(0)
-    /// Serialises growing and trimming among this handle's threads (OFD locks do not: they
-    /// belong to the open file description, which all threads share).
-    private let growLock = Mutex<Void>(())
-    /// Prefaults the next chunk ahead of the appends (`Options.prefetch`); nil without it.
-    private let prefetcher: Prefetcher?
+    // call the optimiser left in the fast path. Destroyed in deinit.
+    let closedFlag = UnsafeAtomic<Bool>.create(false)
+    /// The file this handle appends to now (the last) and older ones (retired by rotation),
+    /// which stay alive, fenced off, until deinit: threads' hot entries may point into them.
+    let files: FileList
+
+    private static let nextID = Atomic<UInt64>(1)
 
     /// Opens the log at `path`, creating the data and metadata files if needed.
     ///
     /// Any number of processes may open the same new path at once: exactly one creates the
     /// metadata and the others wait for it (on a lock the kernel releases if it dies). An
-    /// existing data file without metadata is kept: appends go after its current end.
+    /// existing data file without metadata is kept: appends go after its current end. A log
+    /// left unclean by a crash is recovered here, without operator action (`recovery` says
+    /// what was found).
     public init(path: String, options: Options = Options()) throws(MMLogError) {
-        let page = Sys.pageSize
-        guard options.chunkSize > 0, options.chunkSize % page == 0, options.chunkSize & (options.chunkSize - 1) == 0,
-              options.chunkSize <= 1 << 40
-        else {
-            throw MMLogError(kind: .invalidOptions, operation: "MMLog(\(path))",
-                             detail: "chunk size \(options.chunkSize) must be a power of two and a multiple of the page size (\(page))")
+        if let why = options.problem() {
+            throw MMLogError(kind: .invalidOptions, operation: "MMLog(\(path))", detail: why)
         }
-        guard options.maxChunks >= 2 else {
-            throw MMLogError(kind: .invalidOptions, operation: "MMLog(\(path))",
-                             detail: "maxChunks \(options.maxChunks) must be at least 2 (a record may straddle two chunks)")
-        }
-        let metadataPath = path + ".mmlog"
-
-        let metaFD = try Sys.open(metadataPath, O_RDWR | O_CREAT, options.permissions)
-        var dataFD: Int32 = -1
-        var mapped: UnsafeMutableRawPointer?
-        do throws(MMLogError) {
-            _ = try Sys.lockByte(metaFD, MetadataLayout.initLockByte, F_WRLCK, wait: true, "\(metadataPath) init")
-            defer { _ = try? Sys.lockByte(metaFD, MetadataLayout.initLockByte, F_UNLCK, wait: true, "\(metadataPath) init") }
-
-            let metaSize = try Sys.size(metaFD, metadataPath)
-            if metaSize == 0 {
-                try Sys.ftruncate(metaFD, MetadataLayout.headerSize, metadataPath)
-            } else if metaSize < MetadataLayout.headerSize {
-                throw MMLogError(kind: .corruptMetadata, operation: "MMLog(\(path))",
-                                 detail: "\(metadataPath) is \(metaSize) bytes; a header is \(MetadataLayout.headerSize)")
-            }
-            let base = try Sys.mapShared(metaFD, MetadataLayout.headerSize, 0, metadataPath)
-            mapped = base
-            let meta = Metadata.bind(base)
-
-            let state = meta.state.load(ordering: .acquiring)  // pairs with the creator's releasing store
-            if state != MetadataLayout.ready {
-                // Zero state with a zero or valid magic is a creation that never finished (its
-                // creator died holding the init lock): create again. Anything else is not ours.
-                guard state == 0, meta.magic == 0 || meta.magic == MetadataLayout.magic else {
-                    throw MMLogError(kind: .corruptMetadata, operation: "MMLog(\(path))",
-                                     detail: "\(metadataPath) is not an MMLog header (state 0x\(String(state, radix: 16)))")
-                }
-                dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
-                let existing = try Sys.size(dataFD, path)
-                meta.initialize(pageSize: page, chunkSize: options.chunkSize, dataSize: existing)
-                meta.state.store(MetadataLayout.ready, ordering: .releasing)  // pairs with the acquiring load above
-            } else {
-                if let (kind, why) = meta.problem(pageSize: page) {
-                    throw MMLogError(kind: kind, operation: "MMLog(\(path))", detail: "\(metadataPath): \(why)")
-                }
-                do throws(MMLogError) {
-                    dataFD = try Sys.open(path, O_RDWR)
-                } catch where error.errno == ENOENT {
-                    throw MMLogError(kind: .dataFileMissing, operation: "MMLog(\(path))",
-                                     detail: "\(metadataPath) exists but the data file does not; remove the metadata to start a new log")
-                }
-            }
-            // Attach. When no one else is attached, check that the header describes this data
-            // file before anything is appended (or trimmed) on its word.
-            if try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach") {
-                try Self.recoverInterruptedTrim(meta, dataFD, path)
-                try Self.checkAgainstData(meta, dataFD, path, metadataPath)
-                _ = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach")
-            } else {
-                _ = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach")
-                // If a trimmer held the lock and died, we are alone: it excluded everyone else,
-                // and later openers wait on the init lock we hold.
-                try Self.recoverInterruptedTrim(meta, dataFD, path)
-            }
-        } catch {
-            if let mapped { Sys.unmap(mapped, MetadataLayout.headerSize) }
-            if dataFD >= 0 { Sys.close(dataFD) }
-            Sys.close(metaFD)  // with the header unmapped, this drops any lock taken above
-            throw error
-        }
-
-        let meta = Metadata(base: mapped!)
+        mmlog_register_atfork()
+        let file = try LogFile.open(path: path, options: options)
         self.path = path
-        self.metadataPath = metadataPath
-        self.metadataFD = metaFD
-        self.dataFD = dataFD
-        self.header = meta
-        self.cursor = meta.cursor
-        self.fileSize = meta.fileSize
-        self.chunkSize = Int(meta.chunkSize)
-        self.chunkShift = chunkSize.trailingZeroBitCount
-        self.chunkMask = chunkSize - 1
-        self.ring = ChunkRing(maxChunks: options.maxChunks, chunkSize: chunkSize,
-                              prefault: options.prefault, hugePages: options.hugePages)
-        self.prefetcher = options.prefetch && options.prefault != .none
-            ? Self.makePrefetcher(dataFD, path, chunkSize, options, meta.fileSize, slowPaths, closedFlag) : nil
-        prepareNextChunk()
-    }
-
-    /// Starts the thread behind `Options.prefetch`. Its work holds no reference to the handle
-    /// (close stops it before the state it uses goes away) and counts as a slow path, so close
-    /// also waits for a prefault in progress.
-    private static func makePrefetcher(_ fd: Int32, _ path: String, _ chunkSize: Int, _ options: Options,
-                                       _ fileSize: UnsafeAtomic<UInt64>, _ slowPaths: UnsafeAtomic<Int>,
-                                       _ closedFlag: UnsafeAtomic<Bool>) -> Prefetcher? {
-        let hugePages = options.hugePages, how = options.prefault
-        return Prefetcher { k in
-            slowPaths.wrappingIncrement(ordering: .sequentiallyConsistent)
-            defer { slowPaths.wrappingDecrement(ordering: .releasing) }
-            if closedFlag.load(ordering: .sequentiallyConsistent) { return }
-            let start = k * chunkSize
-            // Only chunks already allocated: growing stays with the appenders (and trim).
-            guard start + chunkSize <= Int(fileSize.load(ordering: .acquiring)),
-                  let base = try? Sys.mapShared(fd, chunkSize, start, path, hugePages: hugePages)
-            else { return }
-            // Never SIGBUS: if a trim cut the file meanwhile, the populate fails with EFAULT.
-            Sys.prefault(base, chunkSize, how)
-            Sys.unmap(base, chunkSize)
-        }
-    }
-
-    /// Allocates and maps (and prefaults) the chunk the next append goes to, so that the
-    /// first append does not pay for it. Best effort: a failure here (a full disk) shows
-    /// again, as an error, at that append.
-    private func prepareNextChunk() {
-        let next = Int(cursor.load(ordering: .relaxed) & ~MetadataLayout.sealBit)
-        do throws(MMLogError) {
-            try ensureAllocated(next + 1)
-            let allocated = Int(fileSize.load(ordering: .acquiring))
-            _ = try ring.load(next >> chunkShift, fd: dataFD, path: path, allocatedEnd: allocated)
-            prefetcher?.request((next >> chunkShift) + 1)
-        } catch {}
-    }
-
-    /// A sealed cursor with us attached means a trimmer died mid-trim (a live one would hold
-    /// the attach lock exclusively). Whether or not it truncated, everything below
-    /// min(actual size, trimCursor) is allocated; the next append past it grows again.
-    private static func recoverInterruptedTrim(_ meta: Metadata, _ dataFD: Int32, _ path: String) throws(MMLogError) {
-        guard meta.cursor.load(ordering: .acquiring) & MetadataLayout.sealBit != 0 else { return }
-        let end = meta.trimCursor
-        let actual = try Sys.size(dataFD, path)
-        meta.fileSize.store(min(UInt64(actual), end), ordering: .releasing)
-        meta.cursor.store(end, ordering: .releasing)
-    }
-
-    /// Checks, with no other handle attached, that the header describes this data file:
-    /// every allocated byte exists, the cursor is within reach of the end, and every byte past
-    /// the cursor is zero (appends never write there). A header that fails would make appends
-    /// overwrite records or a trim cut them off, so it is refused.
-    private static func checkAgainstData(_ meta: Metadata, _ dataFD: Int32, _ path: String, _ metadataPath: String) throws(MMLogError) {
-        let actual = UInt64(try Sys.size(dataFD, path))
-        let allocated = meta.fileSize.load(ordering: .acquiring)
-        let end = meta.cursor.load(ordering: .acquiring)
-        func refuse(_ why: String) -> MMLogError {
-            MMLogError(kind: .corruptMetadata, operation: "MMLog(\(path))",
-                       detail: "\(metadataPath) does not match the data file: \(why)")
-        }
-        if allocated > actual {
-            throw refuse("it records \(allocated) bytes allocated but the file has \(actual) (truncated by another program?)")
-        }
-        if end > max(actual, allocated) + MetadataLayout.maxCursorLead {
-            throw refuse("its cursor \(end) is more than \(MetadataLayout.maxCursorLead) bytes past the file's end \(actual)")
-        }
-        if end < actual {
-            let window = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(actual - end, 4096)), alignment: 8)
-            defer { window.deallocate() }
-            let n = try valueOrErrno("pread(\(path), \(window.count), \(end))") {
-                Glibc.pread(dataFD, window.baseAddress, window.count, off_t(end))
-            }
-            if window[0..<n].contains(where: { $0 != 0 }) {
-                throw refuse("bytes after its cursor \(end) are not zero (written by another program, or a stale header)")
-            }
-        }
+        self.metadataPath = file.metadataPath
+        self.options = options
+        self.recovery = file.recovery
+        self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
+        self.ownerPID = getpid()
+        self.files = FileList(file)
+        file.prepareNextChunk()
     }
 
     deinit {
         try? close()
-        Sys.unmap(header.base, MetadataLayout.headerSize)
+        for file in files.all(locking: getpid() == ownerPID) { file.release() }
         closedFlag.destroy()
-        slowPaths.destroy()
     }
+
+    /// The file appends go to now.
+    var current: LogFile { files.current }
+
+    /// Chunk size in force (the log's own, which may differ from the options when it existed).
+    public var chunkSize: Int { current.chunkSize }
 
     // MARK: Appending
 
     /// Appends `bytes` as one record: its bytes land contiguously in the data file and no
     /// other append overlaps them. Returns the record's offset in the data file.
     ///
-    /// Throws when the file cannot grow (a full disk: `isNoSpace`), or when the log is closed.
-    /// A failed append takes back its reservation when no later one was made; otherwise it
-    /// leaves a zero-filled hole of its size.
+    /// Throws when the file cannot grow (a full disk: `isNoSpace`), when the log is closed,
+    /// and in a child process that inherited the handle across fork(). A failed append leaves
+    /// nothing behind: its reservation is given back, voided (a full disk), or recorded as a
+    /// hole that readers skip.
     @discardableResult
     @inline(__always)
     public func append(_ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int {
+        let hot = mmlog_hot()
+        if _fastPath(hot.pointee.owner == id) {
+            let result = reserveAndCopy(hot, bytes)
+            if _fastPath(result >= 0) { return result }
+            if result == Self.reserved { return try finishReservedOrRetry(hot, bytes) }
+        }
+        return try appendUnreserved(bytes)
+    }
+
+    /// `reserveAndCopy`'s result when it made a reservation it could not complete.
+    static let reserved = -2
+
+    /// The whole fast path: publish the bound, reserve, publish the reservation, copy, publish
+    /// completion (the protocol and its proof are in `MetadataLayout`). Returns the record's
+    /// offset; -1 when it reserved nothing (no slot yet, an empty or oversized record, the
+    /// handle closed, the cursor sealed or retired); `reserved` when the reservation it made
+    /// (recorded in the slot) needs the slow path: growing the file, a chunk not mapped here,
+    /// a large record.
+    @inline(__always)
+    func reserveAndCopy(_ hot: UnsafeMutablePointer<mmlog_hot_t>, _ bytes: UnsafeRawBufferPointer) -> Int {
         let count = bytes.count
-        if count == 0 || closedFlag.load(ordering: .relaxed) {
-            return try appendNothing(count)
+        // One unsigned compare rejects both 0 and sizes past the largest record.
+        if UInt(bitPattern: count &- 1) >= UInt(MetadataLayout.maxRecordSize) { return -1 }
+        let slot = UnsafeMutableRawPointer(hot.pointee.slot.unsafelyUnwrapped)
+        let state = Metadata.slotWord(slot, Slot.stateOffset)
+        let last = state.load(ordering: .relaxed)
+        state.store(last | Slot.inFlight, ordering: .relaxed)
+        // Keeps the store above before the flag load (the other half is close's membarrier).
+        mmlog_compiler_barrier()
+        if closedFlag.load(ordering: .relaxed) {
+            state.store(last, ordering: .relaxed)
+            return -1
         }
-        // Acquiring: pairs with the releasing unseal of a trim in this handle, so a reservation
-        // made after a trim sees the trimmed file size.
-        let start = cursor.loadThenWrappingIncrement(by: UInt64(count), ordering: .acquiring)
-        if start & MetadataLayout.sealBit != 0 {
-            return try appendAfterSeal(bytes)
+        // Loaded before the fetch-add: a void (which only happens at or above the allocated
+        // size) can then never take back a reservation this path goes on to write.
+        let allocated = sharedWord(hot.pointee.file_size).load(ordering: .acquiring)  // pairs with the grower's release
+        // Releasing: orders the bound above before the reservation. Acquiring: pairs with a
+        // trim's releasing unseal in this handle.
+        let word = sharedWord(hot.pointee.cursor).loadThenWrappingIncrement(by: UInt64(truncatingIfNeeded: count),
+                                                                          ordering: .acquiringAndReleasing)
+        if word & Cursor.flagMask != 0 {
+            state.store(last, ordering: .relaxed)
+            return -1
         }
-        // start < 2^63 (no seal bit) and count < 2^63: the sum cannot wrap. Past this check
-        // begin and end are below the allocated size, so the wrapping operators below are exact.
-        let begin = Int(truncatingIfNeeded: start)
-        if start &+ UInt64(truncatingIfNeeded: count) > fileSize.load(ordering: .acquiring) {  // pairs with the grower's releasing store
-            return try appendSlow(bytes, at: begin, grow: true)
+        let start = word & Cursor.offsetMask
+        let end = start &+ UInt64(truncatingIfNeeded: count)
+        Metadata.slotWord(slot, Slot.endOffset).store(end, ordering: .relaxed)
+        state.store((word & (Cursor.offsetMask | Cursor.genMask)) | Slot.inFlight | Slot.exact, ordering: .releasing)
+        if end > allocated || count >= MMLog.pwriteThreshold { return Self.reserved }
+        if copyThroughMappings(hot, bytes, at: Int(truncatingIfNeeded: start)) {
+            state.store(end, ordering: .releasing)  // pairs with readers' acquiring slot loads
+            return Int(truncatingIfNeeded: start)
         }
-        if count < MMLog.pwriteThreshold && copyThroughMappings(bytes, at: begin) { return begin }
-        return try appendSlow(bytes, at: begin, grow: false)
+        return Self.reserved
     }
 
     /// Copies `bytes` to file offset `begin` when the chunk or two it touches are mapped in
     /// this handle; false (nothing copied) otherwise. The only place records are copied.
     @inline(__always)
-    private func copyThroughMappings(_ bytes: UnsafeRawBufferPointer, at begin: Int) -> Bool {
-        let count = bytes.count, source = bytes.baseAddress!
-        let first = begin &>> chunkShift, last = (begin &+ count &- 1) &>> chunkShift
+    func copyThroughMappings(_ hot: UnsafeMutablePointer<mmlog_hot_t>, _ bytes: UnsafeRawBufferPointer, at begin: Int) -> Bool {
+        // unsafelyUnwrapped: set by `fill` before `owner`, and a non-empty buffer has a base.
+        let count = bytes.count, source = bytes.baseAddress.unsafelyUnwrapped
+        let shift = Int(truncatingIfNeeded: hot.pointee.chunk_shift), mask = Int(truncatingIfNeeded: hot.pointee.chunk_mask)
+        let words = UnsafeMutableRawPointer(hot.pointee.ring_words.unsafelyUnwrapped).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self)
+        let bases = UnsafeMutableRawPointer(hot.pointee.ring_bases.unsafelyUnwrapped).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        let ringMask = hot.pointee.ring_mask
+        let first = begin &>> shift, last = (begin &+ count &- 1) &>> shift
         if first == last {
-            guard let chunk = ring.pin(first) else { return false }
-            (chunk + (begin & chunkMask)).copyMemory(from: source, byteCount: count)
-            ring.unpin(first)
+            guard let chunk = ChunkRing.pin(words, bases, ringMask, first) else { return false }
+            (chunk + (begin & mask)).copyMemory(from: source, byteCount: count)
+            ChunkRing.unpin(words, ringMask, first)
             return true
         }
-        guard last == first &+ 1, let head = ring.pin(first) else { return false }
-        guard let tail = ring.pin(last) else {
-            ring.unpin(first)
+        guard last == first &+ 1, let head = ChunkRing.pin(words, bases, ringMask, first) else { return false }
+        guard let tail = ChunkRing.pin(words, bases, ringMask, last) else {
+            ChunkRing.unpin(words, ringMask, first)
             return false
         }
-        let headCount = chunkSize &- (begin & chunkMask)
-        (head + (begin & chunkMask)).copyMemory(from: source, byteCount: headCount)
+        let headCount = Int(truncatingIfNeeded: hot.pointee.chunk_size) &- (begin & mask)
+        (head + (begin & mask)).copyMemory(from: source, byteCount: headCount)
         tail.copyMemory(from: source + headCount, byteCount: count &- headCount)
-        ring.unpin(last)
-        ring.unpin(first)
+        ChunkRing.unpin(words, ringMask, last)
+        ChunkRing.unpin(words, ringMask, first)
         return true
     }
 
@@ -349,188 +263,64 @@ public final class MMLog: @unchecked Sendable {
         }.get()
     }
 
-    @inline(never)
-    private func appendNothing(_ count: Int) throws(MMLogError) -> Int {
-        if closedFlag.load(ordering: .relaxed) { throw closedError("append") }
-        return Int(cursor.load(ordering: .relaxed) & ~MetadataLayout.sealBit)
-    }
-
-    /// Our fetch-add met a trim in progress (in this handle): the trim discards the increment,
-    /// so wait for it to finish and reserve again.
-    @inline(never)
-    private func appendAfterSeal(_ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int {
-        while cursor.load(ordering: .acquiring) & MetadataLayout.sealBit != 0 {
-            sched_yield()
-        }
-        return try append(bytes)
-    }
-
-    /// Everything but the common case: growing the file, mapping chunks, records that span
-    /// chunks, and slots still pinned by a slow thread.
-    @inline(never)
-    private func appendSlow(_ bytes: UnsafeRawBufferPointer, at begin: Int, grow: Bool) throws(MMLogError) -> Int {
-        let end = begin + bytes.count
-        do throws(MMLogError) {
-            try enterSlowPath("append")
-            defer { slowPaths.wrappingDecrement(ordering: .releasing) }
-            if grow { try ensureAllocated(end) }
-            let first = begin >> chunkShift, last = (end - 1) >> chunkShift
-            if last <= first + 1 && bytes.count < MMLog.pwriteThreshold {
-                let allocated = Int(fileSize.load(ordering: .acquiring))
-                var mappedAll = true
-                for k in first...last where try ring.load(k, fd: dataFD, path: path, allocatedEnd: allocated) == .busy {
-                    mappedAll = false
-                }
-                prefetcher?.request(last + 1)
-                if mappedAll && copyThroughMappings(bytes, at: begin) { return begin }
-            }
-            // Spans a whole chunk, or its slot is held by a slower thread: one pwrite, no waiting.
-            try Sys.pwriteAll(dataFD, bytes, begin, path)
-            return begin
-        } catch {
-            giveBack(begin, end)
-            throw error
-        }
-    }
-
-    /// Counts this thread into the slow paths unless the handle is closed. Sequentially
-    /// consistent with `close`: either close sees our count or we see its flag.
-    private func enterSlowPath(_ operation: String) throws(MMLogError) {
-        slowPaths.wrappingIncrement(ordering: .sequentiallyConsistent)
-        if closedFlag.load(ordering: .sequentiallyConsistent) {
-            slowPaths.wrappingDecrement(ordering: .releasing)
-            throw closedError(operation)
-        }
-    }
-
-    /// Returns a reservation that will not be written, if nothing was reserved after it.
-    private func giveBack(_ begin: Int, _ end: Int) {
-        _ = cursor.compareExchange(expected: UInt64(end), desired: UInt64(begin), ordering: .relaxed)
-    }
-
-    /// Makes sure the data file is allocated up to `end`, growing it (one process at a time)
-    /// to the chunk boundary past `end` plus one more chunk, so other writers rarely wait.
-    private func ensureAllocated(_ end: Int) throws(MMLogError) {
-        try growLock.withLock { (_: inout Void) throws(MMLogError) in
-            if UInt64(end) <= fileSize.load(ordering: .acquiring) { return }
-            _ = try Sys.lockByte(metadataFD, MetadataLayout.growLockByte, F_WRLCK, wait: true, "\(metadataPath) grow")
-            defer { _ = try? Sys.lockByte(metadataFD, MetadataLayout.growLockByte, F_UNLCK, wait: true, "\(metadataPath) grow") }
-            let size = Int(fileSize.load(ordering: .acquiring))
-            if end <= size { return }
-            let roomy = ((end + chunkMask) & ~chunkMask) + chunkSize
-            let target: Int
-            do throws(MMLogError) {
-                try allocate(from: size, to: roomy)
-                target = roomy
-            } catch where error.isNoSpace {
-                // Nearly full: try for just this record (to a page boundary) before giving up.
-                let page = Sys.pageSize
-                let tight = (end + page - 1) / page * page
-                try allocate(from: size, to: tight)
-                target = tight
-            }
-            fileSize.store(UInt64(target), ordering: .releasing)  // pairs with appenders' acquiring loads
-        }
-    }
-
-    /// fallocate, or ftruncate where the filesystem cannot allocate. With ftruncate the
-    /// blocks are allocated only when first written, so a full disk shows as SIGBUS at the
-    /// store instead of an error from `append`.
-    private func allocate(from size: Int, to target: Int) throws(MMLogError) {
-        do throws(MMLogError) {
-            try Sys.fallocate(dataFD, size, target - size, path)
-        } catch where error.errno == EOPNOTSUPP || error.errno == ENOSYS {
-            if try Sys.size(dataFD, path) < target {
-                try Sys.ftruncate(dataFD, target, path)
-            }
-        }
-    }
-
-    /// Writes every appended byte that is in memory to the device, whichever process wrote it
-    /// (stores through the mappings included): `fdatasync` of the data file. Appends made
-    /// while it runs may or may not be included. Costs a device flush: it is what the
-    /// article's log service gave up when it dropped `fsync` per message.
-    public func sync() throws(MMLogError) {
-        try enterSlowPath("sync")
-        defer { slowPaths.wrappingDecrement(ordering: .releasing) }
-        _ = try valueOrErrno("fdatasync(\(path))") { fdatasync(dataFD) }
-    }
-
-    // MARK: Trimming and closing
-
-    /// Truncates the data file to the end of the last record, when no other handle (in any
-    /// process) is attached. Returns whether it truncated. Idempotent.
-    ///
-    /// With other handles attached it does nothing and returns false: truncating could pull
-    /// pages from under their mappings. The last handle to close trims.
-    @discardableResult
-    public func trim() throws(MMLogError) -> Bool {
-        try enterSlowPath("trim")
-        defer { slowPaths.wrappingDecrement(ordering: .releasing) }
-        return try growLock.withLock { (_: inout Void) throws(MMLogError) -> Bool in
-            // Upgrade our shared attach lock; this fails while anyone else holds it.
-            guard try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach")
-            else { return false }
-            defer { _ = try? Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach") }
-            try truncateToCursor()
-            return true
-        }
-    }
-
-    /// Truncates the data file to the cursor. The caller holds the attach lock exclusively and
-    /// `growLock`, so the only other appenders are this handle's threads. Sealing the cursor
-    /// stops them reserving past the truncation point; those with earlier reservations write
-    /// below it, where truncation does not reach.
-    private func truncateToCursor() throws(MMLogError) {
-        var end = cursor.load(ordering: .relaxed)
-        while true {
-            header.trimCursor = end  // for recovery, should this process die while sealed
-            let (sealed, seen) = cursor.compareExchange(
-                expected: end, desired: end | MetadataLayout.sealBit, ordering: .acquiringAndReleasing)
-            if sealed { break }
-            end = seen
-        }
-        defer { cursor.store(end, ordering: .releasing) }  // unseal; pairs with appenders' acquiring fetch-add
-        try Sys.ftruncate(dataFD, Int(end), path)
-        fileSize.store(end, ordering: .releasing)
-    }
-
-    /// Detaches this handle. If no other handle is attached, trims the data file to the
-    /// appended bytes first. Idempotent; appends after it throw `.closed`.
-    public func close() throws(MMLogError) {
-        if closedFlag.exchange(true, ordering: .sequentiallyConsistent) { return }
-        ring.close()
-        prefetcher?.stop()  // after the flag: a prefault it starts now returns at once
-        while slowPaths.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
-        defer {
-            // Unlock explicitly: the header stays mapped until deinit, and the mapping keeps the
-            // open file description (and so its OFD locks) alive after the fd is closed.
-            _ = try? Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_UNLCK, wait: true, "\(metadataPath) attach")
-            Sys.close(dataFD)
-            Sys.close(metadataFD)
-        }
-        // Drop our shared lock, then try for the exclusive one: of several handles closing at
-        // once, at least the last to try succeeds, so the file always ends trimmed.
-        _ = try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_UNLCK, wait: true, "\(metadataPath) attach")
-        if try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach") {
-            try growLock.withLock { (_: inout Void) throws(MMLogError) in try truncateToCursor() }
-        }
-    }
-
-    private func closedError(_ operation: String) -> MMLogError {
-        MMLogError(kind: .closed, operation: "\(operation)(\(path))", detail: "the log is closed")
-    }
-
     // MARK: Inspection
 
     /// Bytes reserved so far: the offset the next record will get (absent other writers).
     public var endOffset: Int {
-        Int(cursor.load(ordering: .acquiring) & ~MetadataLayout.sealBit)
+        Int(Cursor.offset(current.cursor.load(ordering: .acquiring)))
+    }
+
+    /// The committed watermark now: every byte below it is final (see `MetadataLayout`).
+    public var committedOffset: Int {
+        Int(current.watermark().offset)
     }
 
     /// Bytes the data file is allocated to (at least `endOffset` once appends finish).
-    public var allocatedSize: Int { Int(fileSize.load(ordering: .acquiring)) }
+    public var allocatedSize: Int { Int(current.fileSize.load(ordering: .acquiring)) }
 
     /// Chunks this handle has mapped right now (at most `maxChunks`).
-    public var mappedChunks: Int { ring.mappedCount }
+    public var mappedChunks: Int { current.ring.mappedCount }
+}
+
+/// A handle's files, under a pthread mutex rather than a Swift `Mutex` so that a child after
+/// fork() can read the list without a lock another thread may have held at the fork.
+final class FileList: @unchecked Sendable {
+    private var files: [LogFile]
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    init(_ first: LogFile) {
+        files = [first]
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    var current: LogFile {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return files[files.count - 1]
+    }
+
+    func append(_ file: LogFile) {
+        pthread_mutex_lock(mutex)
+        files.append(file)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Every file, oldest first. `locking: false` only in a single-threaded child after fork.
+    func all(locking: Bool = true) -> [LogFile] {
+        if !locking { return files }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return files
+    }
+}
+
+/// A pointer to a shared 64-bit word (from a thread's `mmlog_hot_t`), as an atomic.
+@inline(__always)
+func sharedWord(_ pointer: UnsafeMutablePointer<UInt64>?) -> UnsafeAtomic<UInt64> {
+    UnsafeAtomic(at: UnsafeMutableRawPointer(pointer.unsafelyUnwrapped).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
 }

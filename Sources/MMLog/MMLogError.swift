@@ -16,10 +16,19 @@ public struct MMLogError: Error, Sendable, Equatable, CustomStringConvertible {
         case corruptMetadata
         /// The metadata file was written by an incompatible MMLog (other version or page size).
         case incompatibleMetadata
-        /// The metadata exists but the data file beside it does not.
+        /// The metadata exists but the data file beside it does not, while others are attached.
         case dataFileMissing
+        /// The data file is driven through another metadata file, or the metadata describes
+        /// another data file that processes still append to (files renamed under writers).
+        case dataFileInUse
         /// The handle was closed.
         case closed
+        /// The handle was inherited across fork(): the child must open the log itself.
+        case forked
+        /// A record larger than the largest one append takes (4 GiB - 1 bytes).
+        case recordTooLarge
+        /// The path is not an MMLog log, or no log at all (readers and the `mmlog` tool).
+        case notALog
     }
 
     public let kind: Kind

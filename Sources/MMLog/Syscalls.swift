@@ -18,6 +18,16 @@ func valueOrErrno<T: FixedWidthInteger>(_ operation: @autoclosure () -> String, 
     }
 }
 
+/// A file's identity and size, from fstat.
+struct FileIdentity: Equatable {
+    var device: UInt64
+    var inode: UInt64
+}
+
+/// lseek's whence values for data and holes (Linux), which Glibc's module does not export.
+let SEEK_DATA: Int32 = 3
+let SEEK_HOLE: Int32 = 4
+
 enum Sys {
     static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws(MMLogError) -> Int32 {
         try valueOrErrno("open(\(path))") { Glibc.open(path, flags | O_CLOEXEC, mode) }
@@ -27,14 +37,38 @@ enum Sys {
         _ = Glibc.close(fd)  // never retried: Linux releases the fd even on EINTR
     }
 
-    static func size(_ fd: Int32, _ path: String) throws(MMLogError) -> Int {
-        var st = stat()
+    static func stat(_ fd: Int32, _ path: String) throws(MMLogError) -> Glibc.stat {
+        var st = Glibc.stat()
         _ = try valueOrErrno("fstat(\(path))") { fstat(fd, &st) }
-        return Int(st.st_size)
+        return st
+    }
+
+    static func size(_ fd: Int32, _ path: String) throws(MMLogError) -> Int {
+        Int(try stat(fd, path).st_size)
+    }
+
+    static func identity(_ fd: Int32, _ path: String) throws(MMLogError) -> FileIdentity {
+        let st = try stat(fd, path)
+        return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// The identity of the file at `path` now (following symlinks), or nil when there is none.
+    static func identity(atPath path: String) -> FileIdentity? {
+        var st = Glibc.stat()
+        guard fstatat(AT_FDCWD, path, &st, 0) == 0 else { return nil }
+        return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 
     static func ftruncate(_ fd: Int32, _ length: Int, _ path: String) throws(MMLogError) {
         _ = try valueOrErrno("ftruncate(\(path), \(length))") { Glibc.ftruncate(fd, off_t(length)) }
+    }
+
+    static func fdatasync(_ fd: Int32, _ path: String) throws(MMLogError) {
+        _ = try valueOrErrno("fdatasync(\(path))") { Glibc.fdatasync(fd) }
+    }
+
+    static func fsync(_ fd: Int32, _ path: String) throws(MMLogError) {
+        _ = try valueOrErrno("fsync(\(path))") { Glibc.fsync(fd) }
     }
 
     /// Allocates [offset, offset+length) and extends the file. Throws with errno
@@ -59,13 +93,40 @@ enum Sys {
         }
     }
 
-    /// Maps `length` bytes of `fd` at `offset`, shared and writable. With `hugePages`, at an
-    /// address aligned to 2 MiB (or to `length` when smaller) and advised MADV_HUGEPAGE, so
-    /// the page cache can use 2 MiB folios mapped by single page table entries.
+    /// Reads up to `buffer.count` bytes at `offset`, continuing after short reads; returns how
+    /// many (fewer only at the end of the file).
+    static func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ offset: Int, _ path: String) throws(MMLogError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try valueOrErrno("pread(\(path), \(buffer.count - done), \(offset + done))") {
+                Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// lseek with SEEK_DATA or SEEK_HOLE: the next data or hole at or after `offset`, or nil
+    /// past the end (ENXIO). Throws EINVAL where the filesystem has no such support.
+    static func seek(_ fd: Int32, _ offset: Int, _ whence: Int32, _ path: String) throws(MMLogError) -> Int? {
+        let result = Glibc.lseek(fd, off_t(offset), whence)
+        if result >= 0 { return Int(result) }
+        let code = mmlog_errno()
+        if code == ENXIO { return nil }
+        throw MMLogError.system("lseek(\(path), \(offset), \(whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE"))", code)
+    }
+
+    /// Maps `length` bytes of `fd` at `offset`, shared, writable unless `writable` is false.
+    /// With `hugePages`, at an address aligned to 2 MiB (or to `length` when smaller) and
+    /// advised MADV_HUGEPAGE, so the page cache can use 2 MiB folios mapped by single page
+    /// table entries.
     static func mapShared(_ fd: Int32, _ length: Int, _ offset: Int, _ path: String,
-                          hugePages: Bool = false) throws(MMLogError) -> UnsafeMutableRawPointer {
+                          hugePages: Bool = false, writable: Bool = true) throws(MMLogError) -> UnsafeMutableRawPointer {
         let align = hugePages ? min(length, 2 << 20) : 0
-        guard let p = mmlog_map_aligned(fd, length, off_t(offset), align, hugePages ? 1 : 0), p != MAP_FAILED else {
+        guard let p = mmlog_map_aligned(fd, length, off_t(offset), align, hugePages ? 1 : 0, writable ? 1 : 0),
+              p != MAP_FAILED
+        else {
             throw MMLogError.system("mmap(\(path), \(length), \(offset))", mmlog_errno())
         }
         return p
@@ -73,6 +134,12 @@ enum Sys {
 
     static func unmap(_ address: UnsafeMutableRawPointer, _ length: Int) {
         _ = munmap(address, length)
+    }
+
+    /// Replaces a shared mapping with private zero pages at the same address (see
+    /// `mmlog_fence_off`); falls back to leaving it mapped, which is only a leak.
+    static func fenceOff(_ address: UnsafeMutableRawPointer, _ length: Int) {
+        _ = mmlog_fence_off(address, length)
     }
 
     /// Prefaults a fresh mapping; failure only costs the faults it would have saved.
@@ -95,6 +162,62 @@ enum Sys {
             throw MMLogError.system("fcntl(F_OFD_SETLK\(wait ? "W" : ""), \(what))", code)
         }
     }
+
+    /// Releases an OFD lock; a failure here (EBADF after close) changes nothing that matters.
+    static func unlockByte(_ fd: Int32, _ byte: Int) {
+        _ = mmlog_ofd_lock(fd, off_t(byte), 1, Int16(F_UNLCK), 0)
+    }
+
+    /// Whether another open file description holds a lock on one byte of `fd` (any lock when
+    /// `exclusive` is false: a shared or an exclusive one). Works on a read-only descriptor.
+    static func lockHeld(_ fd: Int32, _ byte: Int, against type: Int32 = F_WRLCK, _ what: String) throws(MMLogError) -> Bool {
+        let held = try valueOrErrno("fcntl(F_OFD_GETLK, \(what))") { mmlog_ofd_held(fd, off_t(byte), Int16(type)) }
+        return held == 1
+    }
+
+    /// A full memory barrier on every running thread of this process; false when the kernel
+    /// has none (the caller then waits a scheduling period instead).
+    static func processWideBarrier() -> Bool {
+        mmlog_membarrier() == 0
+    }
+
+    /// Sleeps for `nanoseconds` (no spinning).
+    static func sleep(nanoseconds: Int) {
+        var request = timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && mmlog_errno() == EINTR { request = remaining }
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    static func realtimeSeconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec)
+    }
+
+    /// This boot's id (16 bytes from /proc/sys/kernel/random/boot_id), or zeros where unknown.
+    static let bootID: [UInt8] = {
+        let fd = Glibc.open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [UInt8](repeating: 0, count: 16) }
+        defer { Glibc.close(fd) }
+        var text = [UInt8](repeating: 0, count: 64)
+        let n = text.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        let hex = text.prefix(max(0, n)).filter { $0 != UInt8(ascii: "-") && $0 != UInt8(ascii: "\n") }
+        func nibble(_ c: UInt8) -> UInt8 {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            default: return 0
+            }
+        }
+        guard hex.count >= 32 else { return [UInt8](repeating: 0, count: 16) }
+        return (0..<16).map { nibble(hex[hex.startIndex + 2 * $0]) << 4 | nibble(hex[hex.startIndex + 2 * $0 + 1]) }
+    }()
 
     static var pageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
 }

@@ -43,8 +43,16 @@ func writeFile(_ path: String, _ bytes: [UInt8]) {
     bytes.withUnsafeBytes { if !$0.isEmpty { _ = write(fd, $0.baseAddress, $0.count) } }
 }
 
-/// Field offsets in the version 1 header, and edge values worth trying in them.
-let fields: [(offset: Int, width: Int)] = [(0, 8), (8, 4), (12, 4), (16, 4), (24, 8), (64, 8), (72, 8), (128, 8), (192, 8)]
+/// Fields of the header (from the library's own layout), and edge values worth trying in them.
+let fields: [(offset: Int, width: Int)] = {
+    typealias L = MetadataLayout
+    return [(L.magicOffset, 8), (L.versionOffset, 4), (L.headerSizeOffset, 4), (L.pageSizeOffset, 4),
+            (L.slotCountOffset, 4), (L.chunkSizeOffset, 8), (L.holeCapacityOffset, 4), (L.metadataSizeOffset, 4),
+            (L.stateOffset, 8), (L.trimCursorOffset, 8), (L.cleanOffset, 8), (L.dataDeviceOffset, 8),
+            (L.dataInodeOffset, 8), (L.bootIDOffset, 8), (L.fileSizeOffset, 8), (L.cursorOffset, 8),
+            (L.durableOffset, 8), (L.holeCountOffset, 8), (L.slotHighWaterOffset, 8), (L.voidPointsOffset, 8),
+            (L.slotsOffset, 8), (L.slotsOffset + 8, 8), (L.holesOffset, 8), (L.holesOffset + 8, 8)]
+}()
 let edges: [UInt64] = [0, 1, 4095, 4096, 4097, 8192, 1 << 20, (1 << 48) - 1, 1 << 48, 1 << 62, 1 << 63, (1 << 63) | 5, .max]
 
 /// One random corruption of `header`; returns it and a short name of what was done.
@@ -57,7 +65,7 @@ func corrupt(_ header: [UInt8], _ random: inout SplitMix64) -> ([UInt8], String)
     case 1:
         let flips = 1 + random.below(8)
         for _ in 0..<flips {
-            let bit = random.below(256 * 8)
+            let bit = random.below(min(header.count, MetadataLayout.headerSize + 4 * MetadataLayout.slotSize) * 8)
             bytes[bit / 8] ^= UInt8(1 << (bit % 8))
         }
         return (bytes, "\(flips) bits flipped")

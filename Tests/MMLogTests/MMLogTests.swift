@@ -257,62 +257,91 @@ final class MMLogTests: XCTestCase {
         }
     }
 
-    func testBytesAppendedByAnotherProgramAreNeverOverwritten() throws {
+    func testBytesAppendedByAnotherProgramAreKeptAndAppendsResumeAfterThem() throws {
         let path = scratch.file("foreign-writer.log")
-        try MMLog(path: path).append("ours\n")  // closed (and trimmed) on release
+        // A writer leaves without closing (as a crash would): the file keeps its allocated
+        // zeros, and the other program's bytes land after them.
+        let left = TestSupport.run(product("mmlog-writer"), ["--path", path, "--ops", "1", "--size", "5", "--no-close"])
+        XCTAssertTrue(left.status.succeeded, left.stderr)
         let fd = open(path, O_WRONLY | O_APPEND)
         _ = "theirs\n".withCString { write(fd, $0, 7) }
         close(fd)
-        XCTAssertThrowsError(try MMLog(path: path)) { error in
-            XCTAssertEqual((error as? MMLogError)?.kind, .corruptMetadata, "\(error)")
-            XCTAssertTrue("\(error)".contains("not zero"), "\(error)")
-        }
-        XCTAssertEqual(readText(path), "ours\ntheirs\n")
+        let allocated = fileSize(path)!
+        let log = try MMLog(path: path)
+        let report = try XCTUnwrap(log.recovery, "opening alone after foreign bytes recovers")
+        XCTAssertTrue(report.description.contains("written by another program"), report.description)
+        XCTAssertEqual(try log.append("more\n"), allocated, "appends resume after the foreign bytes")
+        try log.close()
+        let bytes = readBytes(path)
+        XCTAssertEqual(Array(bytes.prefix(5)), Array("AAAAA".utf8))
+        XCTAssertEqual(Array(bytes.suffix(12)), Array("theirs\nmore\n".utf8))
+        let reader = try MMLogReader(path: path)
+        let (text, _) = try reader.read(from: 0)
+        XCTAssertEqual(String(decoding: text, as: UTF8.self), "AAAAAtheirs\nmore\n",
+                       "the zeros between are a recorded hole the reader skips")
     }
 
-    func testMetadataWithoutItsDataFileIsAnError() throws {
+    func testAMissingDataFileStartsANewLogWhenAloneAndIsAnErrorOtherwise() throws {
         let path = scratch.file("orphan.log")
         try MMLog(path: path).close()
         unlink(path)
+        let alone = try MMLog(path: path)
+        XCTAssertTrue(alone.recovery?.description.contains("data file was missing") ?? false, "\(String(describing: alone.recovery))")
+        try alone.append("fresh\n")
+        unlink(path)  // deleted under an attached handle
         XCTAssertThrowsError(try MMLog(path: path)) { error in
             XCTAssertEqual((error as? MMLogError)?.kind, .dataFileMissing, "\(error)")
         }
+        try alone.close()
     }
 
     func testForeignMetadataIsRejectedAndTheDataKept() throws {
+        typealias L = MetadataLayout
         let path = scratch.file("foreign.log")
         let log = try MMLog(path: path)
         try log.append("precious\n")
         try log.close()
         let header = readBytes(path + ".mmlog")
+        func setting(_ offset: Int, _ value: UInt64, width: Int = 8) -> [UInt8] {
+            var bytes = header
+            for k in 0..<width { bytes[offset + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(k))) }
+            return bytes
+        }
 
-        var cases: [(String, [UInt8], MMLogError.Kind)] = []
-        var badMagic = header; badMagic[0] ^= 0xFF
-        cases.append(("bad magic", badMagic, .corruptMetadata))
-        var badVersion = header; badVersion[8] = 2
-        cases.append(("version 2", badVersion, .incompatibleMetadata))
-        var zeroChunk = header; for i in 24..<32 { zeroChunk[i] = 0 }
-        cases.append(("chunk size 0", zeroChunk, .corruptMetadata))
-        var oddChunk = header; oddChunk[24] = 1
-        cases.append(("chunk size not a page multiple", oddChunk, .corruptMetadata))
-        var farCursor = header; farCursor[192 + 7] = 0x10
-        cases.append(("cursor beyond reason", farCursor, .corruptMetadata))
-        var lowCursor = header; lowCursor[192] = 3; for i in 193..<200 { lowCursor[i] = 0 }
-        cases.append(("cursor inside the records", lowCursor, .corruptMetadata))
-        var bigAllocation = header; bigAllocation[128 + 2] = 0x10
-        cases.append(("allocated size past the file", bigAllocation, .corruptMetadata))
-        var nearCursor = header; nearCursor[192 + 4] = 0x01  // 4 GiB past the end: within 2^48, beyond reach
-        cases.append(("cursor far past the end", nearCursor, .corruptMetadata))
-        cases.append(("truncated", Array(header[0..<100]), .corruptMetadata))
-        cases.append(("text", Array(String(repeating: "not a header\n", count: 400).utf8), .corruptMetadata))
-
-        for (name, bytes, kind) in cases {
+        var refused: [(String, [UInt8], MMLogError.Kind)] = []
+        var badMagic = header; badMagic[L.magicOffset] ^= 0xFF
+        refused.append(("bad magic", badMagic, .corruptMetadata))
+        refused.append(("version 3", setting(L.versionOffset, 3, width: 4), .incompatibleMetadata))
+        refused.append(("chunk size 0", setting(L.chunkSizeOffset, 0), .corruptMetadata))
+        refused.append(("chunk size not a page multiple", setting(L.chunkSizeOffset, 4097), .corruptMetadata))
+        refused.append(("cursor beyond reason", setting(L.cursorOffset, (1 << 48) - 1), .corruptMetadata))
+        refused.append(("truncated", Array(header[0..<100]), .corruptMetadata))
+        refused.append(("text", Array(String(repeating: "not a header\n", count: 400).utf8), .corruptMetadata))
+        for (name, bytes, kind) in refused {
             writeBytes(path + ".mmlog", bytes)
             XCTAssertThrowsError(try MMLog(path: path), name) { error in
                 XCTAssertEqual((error as? MMLogError)?.kind, kind, "\(name): \(error)")
                 XCTAssertTrue("\(error)".contains(".mmlog"), "\(name): the error names the file: \(error)")
             }
             XCTAssertEqual(readText(path), "precious\n", "\(name): data untouched")
+        }
+
+        // Stale or damaged values that the data file can correct: recovered, not refused, and
+        // never at the cost of a byte.
+        let recovered: [(String, [UInt8])] = [
+            ("cursor inside the records", setting(L.cursorOffset, 3)),
+            ("allocated size past the file", setting(L.fileSizeOffset, 1 << 20)),
+            ("cursor far past the end", setting(L.cursorOffset, 1 << 32)),
+            ("another file's identity", setting(L.dataInodeOffset, 12345)),
+        ]
+        for (name, bytes) in recovered {
+            writeBytes(path + ".mmlog", bytes)
+            let reopened = try MMLog(path: path)
+            XCTAssertNotNil(reopened.recovery, "\(name): the recovery says what it found")
+            try reopened.append("more\n")
+            try reopened.close()
+            XCTAssertEqual(readText(path), "precious\nmore\n", "\(name): \(String(describing: reopened.recovery))")
+            writeBytes(path, Array("precious\n".utf8))
         }
     }
 }

@@ -1,7 +1,10 @@
 #ifndef CMMLOG_SHIMS_H
 #define CMMLOG_SHIMS_H
 
+#include <stdint.h>
 #include <sys/types.h>
+
+#pragma clang diagnostic ignored "-Wnullability-completeness"
 
 /// Open-file-description lock on the byte range [start, start+len) of fd.
 /// type: F_RDLCK, F_WRLCK or F_UNLCK. wait != 0 blocks (F_OFD_SETLKW),
@@ -10,6 +13,11 @@
 /// process never leaves one behind. Returns 0, or -1 with errno set.
 /// The corresponding C call is `fcntl(fd, F_OFD_SETLK[W], &flock)`.
 int mmlog_ofd_lock(int fd, off_t start, off_t len, short type, int wait);
+
+/// Whether another open file description holds a lock conflicting with `type` on the byte
+/// [start, start+1) of fd: 1 held, 0 free, -1 with errno set. Works on a read-only fd.
+/// The corresponding C call is `fcntl(fd, F_OFD_GETLK, &flock)`.
+int mmlog_ofd_held(int fd, off_t start, short type);
 
 /// Allocates [offset, offset+len) and extends the file size (mode 0).
 /// Returns 0, or -1 with errno set (EOPNOTSUPP where the filesystem cannot allocate).
@@ -22,15 +30,66 @@ int mmlog_fallocate(int fd, off_t offset, off_t len);
 /// (EINVAL on kernels without it).
 int mmlog_populate(void *addr, size_t len, int for_writing);
 
-/// Maps [offset, offset+len) of fd shared and read-write at an address aligned to `align`
-/// (a power of two; 0 or a page: no alignment beyond the kernel's choice), so that the
-/// kernel can map the page cache's large folios with huge page table entries. With
-/// `huge` != 0 it also advises MADV_HUGEPAGE (failure ignored: it is only advice).
+/// Maps [offset, offset+len) of fd shared at an address aligned to `align` (a power of two;
+/// 0 or a page: no alignment beyond the kernel's choice), read-write or, with writable == 0,
+/// read-only, so that the kernel can map the page cache's large folios with huge page table
+/// entries. With `huge` != 0 it also advises MADV_HUGEPAGE (failure ignored: it is advice).
 /// Returns the address, or MAP_FAILED with errno set.
-void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge);
+void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge, int writable);
 
+/// Replaces [addr, addr+len) with private anonymous zero pages in one step (MAP_FIXED), so
+/// that a thread still holding pointers into a shared mapping can touch nothing shared.
+/// Returns 0, or -1 with errno set.
+int mmlog_fence_off(void *addr, size_t len);
+
+/// A full memory barrier on every running thread of this process (membarrier
+/// MEMBARRIER_CMD_PRIVATE_EXPEDITED, registered on first use; MEMBARRIER_CMD_GLOBAL where
+/// the expedited command is missing). Lets a rare path pair with fast paths that use only a
+/// compiler barrier. Returns 0, or -1 with errno set when no membarrier is available.
+int mmlog_membarrier(void);
+
+/// FUTEX_WAIT on a 32-bit word in shared memory, with a relative timeout in nanoseconds.
+/// Returns 0 (woken, or the value differed: EAGAIN), or -1 with errno (ETIMEDOUT, EINTR).
+int mmlog_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+/// FUTEX_WAKE of every waiter on a 32-bit word in shared memory. Returns how many woke.
+int mmlog_futex_wake_all(uint32_t *word);
+
+/// The calling thread's id (gettid).
+int32_t mmlog_gettid(void);
 
 /// errno of the calling thread.
 int mmlog_errno(void);
+
+/// What one thread needs to append through one handle without a lock: a copy of the
+/// handle's hot pointers and its writer slot. One entry per thread (the last handle it
+/// used); a handle finds it current when `owner` is the handle's id.
+typedef struct mmlog_hot {
+    uint64_t owner;          /* id of the handle this entry serves; 0: none */
+    uint64_t *slot;          /* this thread's writer slot in the shared table (word 0: state, 1: end) */
+    uint64_t *cursor;        /* the shared cursor */
+    uint64_t *file_size;     /* the shared allocated size */
+    uint64_t *ring_words;    /* the chunk ring's slot words (stride: ring_stride words) */
+    void **ring_bases;       /* the chunk ring's mappings */
+    uint64_t ring_mask;
+    uint64_t ring_stride;
+    uint64_t chunk_shift;
+    uint64_t chunk_mask;
+    uint64_t chunk_size;
+    void *file;              /* the handle's log file object, unretained (slow path only) */
+    uint64_t slot_index;
+} mmlog_hot_t;
+
+extern __thread mmlog_hot_t mmlog_hot_entry __attribute__((tls_model("initial-exec")));
+
+/// The calling thread's entry.
+static inline mmlog_hot_t *_Nonnull mmlog_hot(void) { return &mmlog_hot_entry; }
+
+/// Stops the compiler from moving memory accesses across this point (no CPU fence): the
+/// fast path's half of an asymmetric barrier whose other half is `mmlog_membarrier`.
+static inline void mmlog_compiler_barrier(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+
+/// Registers (once) the fork handler that empties the forking thread's entry in the child,
+/// so a handle inherited across fork() takes the slow path there and finds its pid changed.
+void mmlog_register_atfork(void);
 
 #endif

@@ -1,0 +1,163 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import CMMLogShims
+import Synchronization
+
+// The slow paths of `MMLog.append`: everything the fast path in MMLog.swift hands over.
+
+extension MMLog {
+    /// An append the fast path could not start: no slot yet for this thread, an empty or
+    /// oversized record, a closed handle, a child after fork, a cursor sealed by a trim in
+    /// this handle or retired by a rotation.
+    @inline(never)
+    func appendUnreserved(_ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int {
+        if bytes.count > MetadataLayout.maxRecordSize {
+            throw MMLogError(kind: .recordTooLarge, operation: "append(\(path))",
+                             detail: "a record of \(bytes.count) bytes; the largest is \(MetadataLayout.maxRecordSize)")
+        }
+        try checkUsable("append")
+        if bytes.isEmpty { return endOffset }
+        let hot = mmlog_hot()
+        if hot.pointee.owner == id {
+            // We have a slot and reserved nothing: the cursor carried a flag.
+            let file = Unmanaged<LogFile>.fromOpaque(hot.pointee.file!).takeUnretainedValue()
+            try waitWhileSealed(file)
+            if try moveOnIfRetired(file) {
+                _ = try bindThread()
+            }
+            return try append(bytes)
+        }
+        if try bindThread() { return try append(bytes) }
+        return try appendThroughOverflowSlot(bytes)
+    }
+
+    /// Throws when this handle may not append: closed, or inherited across fork().
+    func checkUsable(_ operation: String) throws(MMLogError) {
+        if getpid() != ownerPID {
+            throw MMLogError(kind: .forked, operation: "\(operation)(\(path))",
+                             detail: "this handle was opened by process \(ownerPID) and inherited across fork(); open the log again in process \(getpid())")
+        }
+        if closedFlag.load(ordering: .relaxed) {
+            throw MMLogError(kind: .closed, operation: "\(operation)(\(path))", detail: "the log is closed")
+        }
+    }
+
+    /// A trim in this handle sealed the cursor: wait (sleeping, not spinning) until it
+    /// unseals, then reserve again.
+    private func waitWhileSealed(_ file: LogFile) throws(MMLogError) {
+        var pause = 1_000
+        while file.cursor.load(ordering: .acquiring) & Cursor.sealBit != 0 {
+            try checkUsable("append")
+            Sys.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 1_000_000)
+        }
+    }
+
+    /// The reservation the fast path made (recorded in the thread's slot, step 3) needs more
+    /// than a copy: the file must grow, a chunk is not mapped here (or its ring slot is busy),
+    /// or the record is large enough for pwrite. A reservation voided meanwhile (a full disk)
+    /// is made again.
+    @inline(never)
+    func finishReservedOrRetry(_ hot: UnsafeMutablePointer<mmlog_hot_t>, _ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int {
+        if let offset = try finishReserved(hot, bytes) { return offset }
+        return try append(bytes)
+    }
+
+    /// Completes the reservation in `hot`'s slot; nil when a void took it back (the slot is
+    /// then idle and the caller reserves again).
+    func finishReserved(_ hot: UnsafeMutablePointer<mmlog_hot_t>, _ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int? {
+        let file = Unmanaged<LogFile>.fromOpaque(hot.pointee.file!).takeUnretainedValue()
+        let slot = UnsafeMutableRawPointer(hot.pointee.slot!)
+        let state = Metadata.slotWord(slot, Slot.stateOffset)
+        let word = state.load(ordering: .relaxed)
+        let start = Cursor.offset(word), gen = Cursor.gen(word)
+        let end = Metadata.slotWord(slot, Slot.endOffset).load(ordering: .relaxed)
+        var idle = start
+        do throws(MMLogError) {
+            if end > file.fileSize.load(ordering: .acquiring) {
+                switch try file.grow(start: start, end: end, gen: gen, idle: &idle) {
+                case .ready: break
+                case .voided(let bound):
+                    state.store(bound, ordering: .releasing)
+                    return nil
+                }
+            }
+            try file.write(bytes, at: start, end: end, hot: hot, through: self)
+            state.store(end, ordering: .releasing)  // pairs with readers' acquiring slot loads
+            return Int(start)
+        } catch {
+            state.store(idle, ordering: .releasing)
+            throw error
+        }
+    }
+
+    /// Appends through the shared overflow slot, taking turns under its lock: for threads
+    /// that found every slot taken.
+    private func appendThroughOverflowSlot(_ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int {
+        let file = current
+        try file.enterSlowPath("append", closed: closedFlag)
+        defer { file.leaveSlowPath() }
+        let offset = try file.overflow.withLock { (_: inout Void) throws(MMLogError) -> Int? in
+            let byte = MetadataLayout.slotLockBase + LogFile.overflowSlot
+            _ = try Sys.lockByte(file.metadataFD, byte, F_WRLCK, wait: true, "\(file.metadataPath) overflow slot")
+            defer { Sys.unlockByte(file.metadataFD, byte) }
+            var entry = mmlog_hot_t()
+            fill(&entry, file: file, slot: LogFile.overflowSlot)
+            return try withUnsafeMutablePointer(to: &entry) { (hot) throws(MMLogError) -> Int? in
+                let state = Metadata.slotWord(UnsafeMutableRawPointer(hot.pointee.slot!), Slot.stateOffset)
+                let previous = state.load(ordering: .acquiring)
+                if previous & Slot.inFlight != 0 {
+                    // Its last user died in flight: record that hole before reusing the slot.
+                    try file.withGrowLock { () throws(MMLogError) in
+                        if let hole = file.deadHole(slot: LogFile.overflowSlot, state: previous) {
+                            file.header.recordHole(hole.lowerBound, hole.upperBound)
+                        }
+                    }
+                    state.store(min(Cursor.offset(file.cursor.load(ordering: .acquiring)), file.fileSize.load(ordering: .acquiring)),
+                                ordering: .releasing)
+                }
+                while true {
+                    let result = reserveAndCopy(hot, bytes)
+                    if result >= 0 { return result }
+                    if result != Self.reserved { return nil }  // closed, sealed or retired: retry outside
+                    if let offset = try finishReserved(hot, bytes) { return offset }
+                }
+            }
+        }
+        if let offset { return offset }
+        return try append(bytes)
+    }
+}
+
+extension LogFile {
+    /// Writes a reserved, allocated range: through this handle's mappings when the record
+    /// spans at most two chunks and is below the pwrite threshold, otherwise (or when a ring
+    /// slot is held by a slower thread, or mapping fails) with one pwrite. A failed write
+    /// leaves a hole, recorded before the error is thrown.
+    func write(_ bytes: UnsafeRawBufferPointer, at start: UInt64, end: UInt64,
+               hot: UnsafeMutablePointer<mmlog_hot_t>, through log: MMLog) throws(MMLogError) {
+        let first = Int(start >> UInt64(chunkShift)), last = Int((end - 1) >> UInt64(chunkShift))
+        if last <= first + 1 && bytes.count < MMLog.pwriteThreshold {
+            let mapped = (try? map(chunks: first...last)) ?? false
+            if mapped && log.copyThroughMappings(hot, bytes, at: Int(start)) { return }
+        }
+        do throws(MMLogError) {
+            try Sys.pwriteAll(dataFD, bytes, Int(start), path)
+        } catch {
+            try? withGrowLock { () throws(MMLogError) in header.recordHole(start, end) }
+            throw error
+        }
+    }
+}
+
+extension MMLog {
+    /// A rotation retired the file this thread appended to. Rotation is not part of this
+    /// version: such a log cannot be followed.
+    func moveOnIfRetired(_ file: LogFile) throws(MMLogError) -> Bool {
+        guard file.cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 else { return false }
+        throw MMLogError(kind: .incompatibleMetadata, operation: "append(\(path))",
+                         detail: "the log was retired by a rotation, which this version cannot follow")
+    }
+}

@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+
+extension MMLog {
+    /// Truncates the data file to the end of the last record, when no other handle (in any
+    /// process) is attached. Returns whether it truncated. Idempotent.
+    ///
+    /// With other handles attached it does nothing and returns false: truncating could pull
+    /// pages from under their mappings. The last handle to close trims.
+    @discardableResult
+    public func trim() throws(MMLogError) -> Bool {
+        try checkUsable("trim")
+        let file = current
+        try file.enterSlowPath("trim", closed: closedFlag)
+        defer { file.leaveSlowPath() }
+        return try file.trimIfAlone()
+    }
+
+    /// Detaches this handle. If no other handle is attached, trims the data file to the
+    /// appended bytes first and marks the log closed cleanly. Idempotent; appends after it
+    /// throw `.closed`. In a child process that inherited the handle across fork(), it only
+    /// releases the child's copies (the parent's locks and mappings are untouched).
+    public func close() throws(MMLogError) {
+        if closedFlag.exchange(true, ordering: .sequentiallyConsistent) { return }
+        if getpid() != ownerPID {
+            for file in files.all(locking: false) { file.abandonInChild() }
+            return
+        }
+        let files = self.files.all()
+        // Every thread of this process now either sees the flag before it reserves, or has
+        // its slot's in-flight bound visible to `quiesce` (the fast path stores the bound,
+        // then loads the flag, with only a compiler barrier between).
+        if !Sys.processWideBarrier() { Sys.sleep(nanoseconds: 20_000_000) }
+        var firstError: MMLogError?
+        for file in files where !file.fenced.load(ordering: .acquiring) {
+            do throws(MMLogError) { try file.detach() } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+    }
+}
+
+extension LogFile {
+    /// Trims when alone (see `MMLog.trim`). Serialised with growing by the grow lock.
+    func trimIfAlone() throws(MMLogError) -> Bool {
+        try withGrowLock { () throws(MMLogError) -> Bool in
+            // Upgrade our shared attach lock; this fails while anyone else holds it.
+            guard try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach")
+            else { return false }
+            defer { _ = try? Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach") }
+            try truncateToCursor()
+            return true
+        }
+    }
+
+    /// Truncates the data file to the cursor (or the allocated size, if reservations wait
+    /// above it: truncation never extends the file, which would publish unallocated bytes).
+    /// The caller holds the attach lock exclusively and the grow lock, so the only other
+    /// appenders are this handle's threads. Sealing the cursor stops them reserving past the
+    /// cut; those with earlier reservations write below it, where truncation does not reach.
+    func truncateToCursor() throws(MMLogError) {
+        var word = cursor.load(ordering: .relaxed)
+        while true {
+            header.trimCursor.store(Cursor.offset(word), ordering: .relaxed)  // for recovery, should we die sealed
+            let (sealed, seen) = cursor.compareExchange(expected: word, desired: word | Cursor.sealBit, ordering: .acquiringAndReleasing)
+            if sealed { break }
+            word = seen
+        }
+        // Unseal with an RMW, so the release sequence readers rely on is not broken.
+        defer { _ = cursor.exchange(word, ordering: .releasing) }  // pairs with appenders' acquiring fetch-add
+        let point = min(Cursor.offset(word), fileSize.load(ordering: .acquiring))
+        try Sys.ftruncate(dataFD, Int(point), path)
+        fileSize.store(point, ordering: .releasing)
+    }
+
+    /// Closes this file for the handle: waits for its threads' appends in flight, unmaps its
+    /// chunks, trims and marks it clean when no other handle is attached, fences the header
+    /// off (so a straggling thread can touch nothing shared) and releases every lock.
+    func detach() throws(MMLogError) {
+        try quiesce()
+        fenced.store(true, ordering: .sequentiallyConsistent)
+        stopPrefetcher()
+        var pause = 1_000
+        while slowPaths.load(ordering: .sequentiallyConsistent) != 0 {
+            Sys.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 1_000_000)
+        }
+        ring.close()
+        if let entry = handleEntry {
+            header.handleEntry(entry).storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+        }
+        var trimError: MMLogError?
+        // Drop our shared lock, then try for the exclusive one: of several handles closing at
+        // once, at least the last to try succeeds, so the file always ends trimmed.
+        Sys.unlockByte(metadataFD, MetadataLayout.attachLockByte)
+        do throws(MMLogError) {
+            if try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach") {
+                try growLock.withLock { (_: inout Void) throws(MMLogError) in
+                    try truncateToCursor()
+                    header.clean.store(1, ordering: .relaxed)
+                }
+            }
+        } catch {
+            trimError = error
+        }
+        fenceOff()
+        // The header no longer maps the file, and no chunk does: closing the descriptors
+        // drops every OFD lock this handle held (attach, data, slots, handle entry).
+        Sys.close(dataFD)
+        Sys.close(metadataFD)
+        if let trimError { throw trimError }
+    }
+
+    /// Waits (sleeping) until no slot this handle owns in this file is in flight.
+    private func quiesce() throws(MMLogError) {
+        let owned = pool.withLock { $0.owned }
+        var pause = 1_000
+        while owned.contains(where: { header.slotState($0).load(ordering: .acquiring) & Slot.inFlight != 0 }) {
+            Sys.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 1_000_000)
+        }
+    }
+
+    /// Replaces the shared header with private memory holding a copy of page 0 (so `endOffset`
+    /// and the like still answer) with the cursor sealed: a thread still pointing into it
+    /// reaches the slow path, which finds the handle closed.
+    func fenceOff() {
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: MetadataLayout.headerSize, alignment: 8)
+        defer { page.deallocate() }
+        page.copyMemory(from: UnsafeRawBufferPointer(start: header.base, count: MetadataLayout.headerSize))
+        Sys.fenceOff(header.base, MetadataLayout.metadataSize)
+        header.base.copyMemory(from: page.baseAddress!, byteCount: MetadataLayout.headerSize)
+        _ = cursor.exchange(cursor.load(ordering: .relaxed) | Cursor.sealBit, ordering: .relaxed)
+        fenced.store(true, ordering: .releasing)
+    }
+
+    /// In a child after fork(): drops the child's copies of the descriptors and the header
+    /// without touching a lock (OFD locks belong to the open file descriptions the parent
+    /// shares; a process-local lock may have been held by a thread that did not fork). The
+    /// child's copies of chunk mappings stay until it exits.
+    func abandonInChild() {
+        fenced.store(true, ordering: .relaxed)
+        Sys.fenceOff(header.base, MetadataLayout.metadataSize)
+        Sys.close(dataFD)
+        Sys.close(metadataFD)
+    }
+}

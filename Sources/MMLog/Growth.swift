@@ -1,0 +1,168 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+
+/// How a chunk's pages are put in place when a handle maps it.
+struct PageMode: Equatable {
+    var hugePages: Bool
+    var prefault: MMLog.Prefault
+}
+
+/// Chooses the page mode for the next chunk a handle maps.
+enum PageStrategy {
+    static func mode(for header: Metadata, chunkSize: Int, options: MMLog.Options) -> PageMode {
+        PageMode(hugePages: options.hugePages, prefault: options.prefault)
+    }
+}
+
+extension LogFile {
+    /// What became of a reservation that had to wait for the file to grow.
+    enum GrowOutcome {
+        /// Its bytes are allocated: write them.
+        case ready
+        /// A full disk made another writer void it (see `MetadataLayout`): make it again.
+        /// `idle` is a safe bound to leave in the writer's slot.
+        case voided(idle: UInt64)
+    }
+
+    /// Makes sure the data file is allocated up to `end` for the reservation [start, end) of
+    /// generation `gen`, growing it (one process at a time) to the chunk boundary past `end`
+    /// plus one more chunk, so other writers rarely wait.
+    ///
+    /// When the disk is full it voids every reservation above the allocated size, this one
+    /// included, records the part of this one below it (if any) as a hole, and throws; `idle`
+    /// is then set to the bound the writer must leave in its slot. A `probe` (preparing a
+    /// chunk at open, no reservation) neither voids nor records anything.
+    func grow(start: UInt64, end: UInt64, gen: UInt64, probe: Bool = false, idle: inout UInt64) throws(MMLogError) -> GrowOutcome {
+        try withGrowLock { () throws(MMLogError) -> GrowOutcome in
+            if !probe, let point = voidedAt(start: start, end: end, gen: gen) {
+                if start < point { header.recordHole(start, point) }
+                return .voided(idle: min(start, point))
+            }
+            let size = fileSize.load(ordering: .acquiring)
+            if end <= size { return .ready }
+            do throws(MMLogError) {
+                guard end <= MetadataLayout.maxLogSize else {
+                    throw MMLogError.system("fallocate(\(path), \(size), \(end - size)): the log would pass \(MetadataLayout.maxLogSize) bytes", EFBIG)
+                }
+                let chunk = UInt64(chunkSize), mask = UInt64(chunkMask)
+                let roomy = min(((end + mask) & ~mask) + chunk, MetadataLayout.maxLogSize)
+                let target: UInt64
+                do throws(MMLogError) {
+                    try allocate(from: size, to: roomy)
+                    target = roomy
+                } catch where error.isNoSpace {
+                    // Nearly full: try for just this record (to a page boundary) before giving up.
+                    let page = UInt64(Sys.pageSize)
+                    let tight = (end + page - 1) / page * page
+                    try allocate(from: size, to: tight)
+                    target = tight
+                }
+                noteGrowth()
+                fileSize.store(target, ordering: .releasing)  // pairs with appenders' acquiring loads
+                return .ready
+            } catch {
+                if !probe {
+                    // Void from the start of the reservation that straddles the allocated end
+                    // (ours, or another writer's we can see), so no hole is left below it.
+                    let point = start < size ? start : header.straddlerStart(at: size) ?? size
+                    header.voidReservations(above: point)
+                    idle = min(start, point)
+                }
+                throw error
+            }
+        }
+    }
+
+    /// If a void took back the reservation [start, end) of generation `gen`, the point it
+    /// reset the cursor to; nil when the reservation stands. The caller holds the grow lock.
+    ///
+    /// A void of generation g resets the cursor to the allocated size then, so a reservation
+    /// of generation g - 1 survives it exactly when it ended at or below that point (it was
+    /// allocated before the void). Void points are non-decreasing, so the first void after
+    /// `gen` decides. When more voids have passed than `voidPoints` remembers, the
+    /// reservation is taken as voided without a hole (its range then reads as zeros).
+    func voidedAt(start: UInt64, end: UInt64, gen: UInt64) -> UInt64? {
+        let now = Cursor.gen(cursor.load(ordering: .acquiring))
+        if now == gen { return nil }
+        let distance = (now &- gen) & (Cursor.genMask >> Cursor.genShift)
+        let point = distance <= UInt64(MetadataLayout.voidPointCount)
+            ? header.voidPoint(gen &+ 1).load(ordering: .acquiring)  // pairs with the voider's release
+            : 0
+        return end > point ? point : nil
+    }
+
+    /// fallocate, or ftruncate where the filesystem cannot allocate. With ftruncate the
+    /// blocks are allocated only when first written, so a full disk shows as SIGBUS at the
+    /// store instead of an error from `append`.
+    private func allocate(from size: UInt64, to target: UInt64) throws(MMLogError) {
+        do throws(MMLogError) {
+            try Sys.fallocate(dataFD, Int(size), Int(target - size), path)
+        } catch where error.errno == EOPNOTSUPP || error.errno == ENOSYS {
+            if try Sys.size(dataFD, path) < Int(target) {
+                try Sys.ftruncate(dataFD, Int(target), path)
+            }
+        }
+    }
+
+    /// Records when the file grew (a hint for `PageStrategy`: how fast chunks fill).
+    private func noteGrowth() {
+        let now = Sys.monotonicNanoseconds()
+        let previous = header.growNanos.exchange(now, ordering: .relaxed)
+        if previous != 0 && now > previous {
+            header.growInterval.store(now - previous, ordering: .relaxed)
+        }
+        header.syncsAtGrow.store(header.syncCalls.load(ordering: .relaxed), ordering: .relaxed)
+    }
+}
+
+extension Metadata {
+    /// Resets the cursor to `point` (the allocated size) with a new generation, taking back
+    /// every reservation above it: none of them was written (nothing is written above the
+    /// allocated size), and every writer that holds one finds out under the grow lock, which
+    /// the caller holds (or the caller is alone). Holes recorded above `point` are clipped.
+    ///
+    /// It does not void while a writer slot holds a reservation of the generation it would
+    /// create (one that has waited through 2^14 voids): the generations would then be
+    /// ambiguous. The reservations above `point` then stay until the next void.
+    func voidReservations(above point: UInt64) {
+        // `point` is the allocated size, or the start of the one reservation that straddles it
+        // (then every completed reservation still ends at or below it).
+        var word = cursor.load(ordering: .acquiring)
+        while Cursor.offset(word) > point {
+            let gen = (Cursor.gen(word) &+ 1) & (Cursor.genMask >> Cursor.genShift)
+            if slotHoldsReservation(ofGeneration: gen) { return }
+            voidPoint(gen).store(point, ordering: .releasing)  // before the CAS that publishes gen
+            recordClip(at: point)
+            let (done, seen) = cursor.compareExchange(
+                expected: word, desired: Cursor.make(offset: point, gen: gen, flags: word & Cursor.flagMask),
+                ordering: .acquiringAndReleasing)
+            if done { return }
+            word = seen
+        }
+    }
+
+    /// The start of a live-generation reservation, recorded exactly in a slot, that begins
+    /// below `size` and ends above it; nil when no slot shows one.
+    func straddlerStart(at size: UInt64) -> UInt64? {
+        let gen = Cursor.gen(cursor.load(ordering: .acquiring))
+        for i in activeSlots {
+            let state = slotState(i).load(ordering: .acquiring)
+            guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact, Cursor.gen(state) == gen else { continue }
+            let start = Cursor.offset(state)
+            if start < size && slotEnd(i).load(ordering: .relaxed) > size { return start }
+        }
+        return nil
+    }
+
+    private func slotHoldsReservation(ofGeneration gen: UInt64) -> Bool {
+        for i in activeSlots {
+            let state = slotState(i).load(ordering: .acquiring)
+            if state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact && Cursor.gen(state) == gen {
+                return true
+            }
+        }
+        return false
+    }
+}

@@ -1,0 +1,74 @@
+import Atomics
+
+/// The hole table: byte ranges of the data file that hold no record (a writer died copying
+/// into its reservation, an append failed after reserving, a crash left bytes that never
+/// reached the disk). Readers skip them. Writers add entries under the grow lock (or alone,
+/// under the init lock); readers read them without a lock: an entry is complete before
+/// `holeCount` (releasing) counts it. Entries are only appended, except that the newest one
+/// may grow to take in an adjacent range.
+extension Metadata {
+    /// Records [start, end) as a hole. The caller holds the grow lock, or is alone.
+    func recordHole(_ start: UInt64, _ end: UInt64) {
+        guard end > start else { return }
+        let count = Int(holeCount.load(ordering: .relaxed))
+        if count > 0 {
+            let last = holeEntry(count - 1)
+            if last.end != 0 && last.start <= start && start <= last.end {
+                // Adjacent to (or inside) the newest hole: widen it. A reader sees the old or
+                // the new end, both holes.
+                if end > last.end { setHoleEntry(count - 1, start: last.start, end: end) }
+                holeReach.store(max(holeReach.load(ordering: .relaxed), end), ordering: .relaxed)
+                return
+            }
+        }
+        guard count < MetadataLayout.holeCapacity else {
+            holesDropped.wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        setHoleEntry(count, start: start, end: end)
+        holeCount.store(UInt64(count + 1), ordering: .releasing)  // pairs with readers' acquiring load
+        holeReach.store(max(holeReach.load(ordering: .relaxed), end), ordering: .relaxed)
+    }
+
+    /// Records that nothing at or above `point` is a hole any more (a void gave that range
+    /// back to new reservations). Only when some recorded hole reaches past it.
+    func recordClip(at point: UInt64) {
+        guard holeReach.load(ordering: .relaxed) > point else { return }
+        let count = Int(holeCount.load(ordering: .relaxed))
+        guard count < MetadataLayout.holeCapacity else {
+            holesDropped.wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        setHoleEntry(count, start: point, end: 0)
+        holeCount.store(UInt64(count + 1), ordering: .releasing)
+        holeReach.store(point, ordering: .relaxed)
+    }
+
+    /// The recorded holes, clips applied, sorted and merged.
+    func recordedHoles() -> [Range<UInt64>] {
+        let count = min(Int(holeCount.load(ordering: .acquiring)), MetadataLayout.holeCapacity)
+        var holes: [Range<UInt64>] = []
+        for i in 0..<count {
+            let entry = holeEntry(i)
+            if entry.end == 0 {
+                holes = holes.compactMap { $0.lowerBound < entry.start ? $0.lowerBound..<min($0.upperBound, entry.start) : nil }
+            } else if entry.end > entry.start {
+                holes.append(entry.start..<entry.end)
+            }
+        }
+        return mergeRanges(holes)
+    }
+}
+
+/// Sorts ranges and merges the ones that overlap or touch.
+func mergeRanges(_ ranges: [Range<UInt64>]) -> [Range<UInt64>] {
+    var merged: [Range<UInt64>] = []
+    for range in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) where !range.isEmpty {
+        if let last = merged.last, range.lowerBound <= last.upperBound {
+            merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+        } else {
+            merged.append(range)
+        }
+    }
+    return merged
+}

@@ -1,0 +1,181 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+
+extension LogFile {
+    /// Opens (creating when needed) the log at `path` and attaches to it.
+    ///
+    /// Under the init lock (byte 0 of the metadata file, exclusive): create or check the
+    /// header, open the data file, then attach: a shared lock on the data file's byte 0 and
+    /// the metadata's attach byte. An opener that finds itself alone (it can take the attach
+    /// byte exclusively) first makes the log consistent with its data file (`recover`).
+    static func open(path: String, options: MMLog.Options) throws(MMLogError) -> LogFile {
+        let page = Sys.pageSize
+        let metadataPath = path + ".mmlog"
+        let metaFD = try Sys.open(metadataPath, O_RDWR | O_CREAT, options.permissions)
+        var dataFD: Int32 = -1
+        var mapped: (base: UnsafeMutableRawPointer, length: Int)?
+        do throws(MMLogError) {
+            _ = try Sys.lockByte(metaFD, MetadataLayout.initLockByte, F_WRLCK, wait: true, "\(metadataPath) init")
+            defer { Sys.unlockByte(metaFD, MetadataLayout.initLockByte) }
+
+            func refuse(_ kind: MMLogError.Kind, _ why: String) -> MMLogError {
+                MMLogError(kind: kind, operation: "MMLog(\(path))", detail: "\(metadataPath): \(why)")
+            }
+            var metaSize = try Sys.size(metaFD, metadataPath)
+            if metaSize == 0 {
+                try Sys.ftruncate(metaFD, MetadataLayout.metadataSize, metadataPath)
+                metaSize = MetadataLayout.metadataSize
+            } else if metaSize < MetadataLayout.headerSize {
+                throw refuse(.corruptMetadata, "it is \(metaSize) bytes; a header is at least \(MetadataLayout.headerSize)")
+            }
+            var length = min(metaSize, MetadataLayout.metadataSize)
+            if length < MetadataLayout.metadataSize { length = MetadataLayout.headerSize }
+            var base = try Sys.mapShared(metaFD, length, 0, metadataPath)
+            mapped = (base, length)
+            var meta = Metadata.bind(base, length: length)
+            var created = false
+
+            let state = meta.state.load(ordering: .acquiring)  // pairs with the creator's releasing store
+            if state != MetadataLayout.ready {
+                // Zero state with a zero or valid magic is a creation that never finished (its
+                // creator died holding the init lock): create again. Anything else is not ours.
+                guard state == 0, meta.magic == 0 || meta.magic == MetadataLayout.magic else {
+                    throw refuse(.corruptMetadata, "not an MMLog header (state 0x\(String(state, radix: 16)))")
+                }
+                if length < MetadataLayout.metadataSize {
+                    Sys.unmap(base, length)
+                    mapped = nil
+                    try Sys.ftruncate(metaFD, MetadataLayout.metadataSize, metadataPath)
+                    length = MetadataLayout.metadataSize
+                    base = try Sys.mapShared(metaFD, length, 0, metadataPath)
+                    mapped = (base, length)
+                    meta = Metadata.bind(base, length: length)
+                }
+                dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
+                // Fresh metadata may drive an existing data file only if nothing else does.
+                try lockDataExclusively(dataFD, path, metadataPath)
+                let existing = try Sys.size(dataFD, path)
+                meta.initialize(pageSize: page, chunkSize: options.chunkSize, dataSize: existing, rotateAtBytes: 0)
+                try recordIdentity(meta, dataFD, path)
+                meta.state.store(MetadataLayout.ready, ordering: .releasing)  // pairs with the acquiring load above
+                created = true
+            } else {
+                if let (kind, why) = meta.problem(pageSize: page, length: metaSize) {
+                    throw refuse(kind, why)
+                }
+                do throws(MMLogError) {
+                    dataFD = try Sys.open(path, O_RDWR)
+                } catch where error.errno == ENOENT {
+                    dataFD = -1
+                }
+            }
+
+            // Attach. Alone: recover (or upgrade) before anything is appended on the header's word.
+            let alone = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach")
+            var report: RecoveryReport?
+            if alone {
+                if dataFD < 0 {
+                    // The data file is gone (deleted, or its creation never reached the disk):
+                    // nothing is left to keep, so start a new log on this metadata.
+                    dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
+                    try lockDataExclusively(dataFD, path, metadataPath)
+                    if meta.version == MetadataLayout.version1 {
+                        (base, length, meta) = try upgradeMapping(metaFD, metadataPath, base, length)
+                        mapped = (base, length)
+                    }
+                    meta.initialize(pageSize: page, chunkSize: Int(meta.chunkSize), dataSize: 0, rotateAtBytes: 0)
+                    try recordIdentity(meta, dataFD, path)
+                    meta.state.store(MetadataLayout.ready, ordering: .releasing)
+                    report = RecoveryReport(path: path, found: ["the data file was missing: started a new, empty log"])
+                } else {
+                    if !created { try lockDataExclusively(dataFD, path, metadataPath) }
+                    if meta.version == MetadataLayout.version1 {
+                        (base, length, meta) = try upgradeMapping(metaFD, metadataPath, base, length)
+                        mapped = (base, length)
+                        report = try Recovery.upgradeFromVersion1(meta, dataFD: dataFD, path: path, metadataPath: metadataPath)
+                    } else if !created {
+                        report = try Recovery.recoverAlone(meta, dataFD: dataFD, metadataFD: metaFD, path: path, metadataPath: metadataPath)
+                    }
+                }
+                meta.clean.store(0, ordering: .relaxed)
+                // Downgrade both locks to shared (never blocks).
+                _ = try Sys.lockByte(dataFD, MetadataLayout.dataLockByte, F_RDLCK, wait: true, "\(path) data")
+                _ = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach")
+            } else {
+                if meta.version == MetadataLayout.version1 {
+                    throw refuse(.incompatibleMetadata,
+                                 "format version 1, in use by another process (an older MMLog); it is upgraded to version \(MetadataLayout.version) when opened with no other handle attached")
+                }
+                guard dataFD >= 0 else {
+                    throw MMLogError(kind: .dataFileMissing, operation: "MMLog(\(path))",
+                                     detail: "\(metadataPath) is attached by other processes but its data file \(path) does not exist (was it renamed or deleted under them?)")
+                }
+                let identity = try Sys.identity(dataFD, path)
+                if identity.device != meta.dataDevice || identity.inode != meta.dataInode {
+                    throw MMLogError(kind: .dataFileInUse, operation: "MMLog(\(path))",
+                                     detail: "\(metadataPath) describes another data file (device \(meta.dataDevice), inode \(meta.dataInode)) that processes still append to; \(path) is inode \(identity.inode). Were the files renamed separately? Rotate with MMLog.rotate() or `mmlog rotate`")
+                }
+                _ = try Sys.lockByte(dataFD, MetadataLayout.dataLockByte, F_RDLCK, wait: true, "\(path) data")
+                _ = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach")
+                // If a trimmer held the attach byte and died, we are alone: it excluded everyone
+                // else, and later openers wait on the init lock we hold.
+                try Recovery.finishInterruptedTrim(meta, dataFD: dataFD, path: path)
+            }
+            let entry = claimHandleEntry(meta, metaFD)
+            let file = LogFile(path: path, metadataPath: metadataPath, dataFD: dataFD, metadataFD: metaFD, header: meta,
+                               options: options, recovery: report, handleEntry: entry)
+            return file
+        } catch {
+            if let mapped { Sys.unmap(mapped.base, mapped.length) }
+            if dataFD >= 0 { Sys.close(dataFD) }
+            Sys.close(metaFD)  // with the header unmapped, this drops any lock taken above
+            throw error
+        }
+    }
+
+    /// Takes the data file's lock byte exclusively for a moment: fails when a handle opened
+    /// through another metadata file (a renamed or copied one) is attached to this data file.
+    /// The caller downgrades it to shared when attached.
+    private static func lockDataExclusively(_ dataFD: Int32, _ path: String, _ metadataPath: String) throws(MMLogError) {
+        if try !Sys.lockByte(dataFD, MetadataLayout.dataLockByte, F_WRLCK, wait: false, "\(path) data") {
+            throw MMLogError(kind: .dataFileInUse, operation: "MMLog(\(path))",
+                             detail: "\(path) is being appended to through another metadata file than \(metadataPath) (were the files renamed under running writers?); refusing to drive it from two")
+        }
+    }
+
+    /// Stores the data file's identity and this boot's id in the header (under the init lock,
+    /// attached alone or creating).
+    static func recordIdentity(_ meta: Metadata, _ dataFD: Int32, _ path: String) throws(MMLogError) {
+        let identity = try Sys.identity(dataFD, path)
+        meta.dataDevice = identity.device
+        meta.dataInode = identity.inode
+        meta.bootID = Sys.bootID
+    }
+
+    /// Grows a version 1 metadata file to version 2's size and maps all of it.
+    private static func upgradeMapping(_ metaFD: Int32, _ metadataPath: String, _ base: UnsafeMutableRawPointer,
+                                       _ length: Int) throws(MMLogError) -> (UnsafeMutableRawPointer, Int, Metadata) {
+        Sys.unmap(base, length)
+        try Sys.ftruncate(metaFD, MetadataLayout.metadataSize, metadataPath)
+        let full = try Sys.mapShared(metaFD, MetadataLayout.metadataSize, 0, metadataPath)
+        return (full, MetadataLayout.metadataSize, Metadata.bind(full, length: MetadataLayout.metadataSize))
+    }
+
+    /// Claims a free entry of the handle table for `mmlog stat` (pid, open time); nil when all
+    /// 128 are taken (the handle works the same, unlisted).
+    private static func claimHandleEntry(_ meta: Metadata, _ metaFD: Int32) -> Int? {
+        for i in 0..<MetadataLayout.handleCount {
+            guard (try? Sys.lockByte(metaFD, MetadataLayout.handleLockBase + i, F_WRLCK, wait: false, "handle")) == true else {
+                continue
+            }
+            let entry = meta.handleEntry(i)
+            entry.storeBytes(of: Int32(getpid()), toByteOffset: 0, as: Int32.self)
+            entry.storeBytes(of: UInt32(1), toByteOffset: 4, as: UInt32.self)
+            entry.storeBytes(of: Sys.realtimeSeconds(), toByteOffset: 8, as: UInt64.self)
+            return i
+        }
+        return nil
+    }
+}

@@ -1,0 +1,276 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+
+/// Reads a log while it is written: only committed bytes (every byte below the committed
+/// watermark, see `MetadataLayout`), with holes left by dead writers, failed appends and
+/// crashes skipped.
+///
+/// A reader opens both files read-only and takes no lock: it never blocks or delays writers,
+/// never keeps the last writer from trimming, and reads the data file with `pread` (no
+/// mapping), so a file that shrinks under it cannot SIGBUS it. It also reads a log whose
+/// writers have all closed, and a plain file with no metadata (then everything is committed).
+///
+/// Not thread-safe: use one reader per thread.
+public final class MMLogReader {
+    /// The data file.
+    public let path: String
+    /// The metadata file beside it.
+    public let metadataPath: String
+    /// Whether the log has metadata (false: a plain file, read up to its size).
+    public var hasMetadata: Bool { metadata != nil }
+
+    private let dataFD: Int32
+    private var metadata: (fd: Int32, header: Metadata, length: Int)?
+    /// The highest watermark computed so far (watermarks may move backwards; every one is valid).
+    private var watermarkSeen: UInt64 = 0
+    /// Slots seen in flight whose owner had died: not waited for.
+    private var deadSlots: Set<DeadSlot> = []
+    /// Since when (CLOCK_MONOTONIC ns) the watermark has been held below the cursor at one value.
+    private var heldSince: (offset: UInt64, nanos: UInt64)?
+    private var holeCache: (count: UInt64, dead: Set<DeadSlot>, holes: [Range<UInt64>])?
+
+    /// How long the watermark may sit still behind an in-flight slot before the reader checks
+    /// whether that slot's owner is alive (one F_OFD_GETLK per such slot).
+    public static let deadWriterProbeDelay = 20_000_000
+
+    /// Opens the log at `path` (the data file) for reading.
+    public init(path: String) throws(MMLogError) {
+        self.path = path
+        self.metadataPath = path + ".mmlog"
+        do throws(MMLogError) {
+            dataFD = try Sys.open(path, O_RDONLY)
+        } catch where error.errno == ENOENT {
+            throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", errno: ENOENT, detail: "no such file")
+        }
+        do throws(MMLogError) {
+            metadata = try Self.openMetadata(metadataPath, path: path)
+        } catch {
+            Sys.close(dataFD)
+            throw error
+        }
+    }
+
+    deinit {
+        if let metadata {
+            Sys.unmap(metadata.header.base, metadata.length)
+            Sys.close(metadata.fd)
+        }
+        Sys.close(dataFD)
+    }
+
+    /// Maps the metadata read-only; nil when there is none (a plain file).
+    private static func openMetadata(_ metadataPath: String, path: String) throws(MMLogError) -> (fd: Int32, header: Metadata, length: Int)? {
+        let fd: Int32
+        do throws(MMLogError) {
+            fd = try Sys.open(metadataPath, O_RDONLY)
+        } catch where error.errno == ENOENT {
+            return nil
+        }
+        do throws(MMLogError) {
+            let size = try Sys.size(fd, metadataPath)
+            if size == 0 { Sys.close(fd); return nil }  // being created: a plain file until then
+            guard size >= MetadataLayout.headerSize else {
+                throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))",
+                                 detail: "\(metadataPath) is \(size) bytes: not an MMLog header")
+            }
+            let length = size >= MetadataLayout.metadataSize ? MetadataLayout.metadataSize : MetadataLayout.headerSize
+            let base = try Sys.mapShared(fd, length, 0, metadataPath, writable: false)
+            let header = Metadata.bind(base, length: length)  // binding writes nothing: fine read-only
+            func refuse(_ why: String) -> MMLogError {
+                Sys.unmap(base, length)
+                return MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", detail: "\(metadataPath): \(why)")
+            }
+            if header.state.load(ordering: .acquiring) != MetadataLayout.ready {
+                if header.magic == 0 || header.magic == MetadataLayout.magic {
+                    Sys.unmap(base, length)
+                    Sys.close(fd)
+                    return nil  // creation in progress: nothing appended yet
+                }
+                throw refuse("not an MMLog header")
+            }
+            if let (_, why) = header.problem(pageSize: Sys.pageSize, length: size) {
+                throw refuse(why)
+            }
+            return (fd, header, length)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+    }
+
+    // MARK: The watermark
+
+    /// Every byte below this offset is final. Advances as writers complete appends; passes a
+    /// writer that died in flight within about `deadWriterProbeDelay` of its death.
+    public func committedOffset() throws(MMLogError) -> Int {
+        Int(try watermark())
+    }
+
+    private func watermark() throws(MMLogError) -> UInt64 {
+        guard let metadata else {
+            return UInt64(try Sys.size(dataFD, path))
+        }
+        let header = metadata.header
+        if header.version == MetadataLayout.version1 {
+            // No writer table: the cursor is final only once no one is attached.
+            if try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, against: F_WRLCK, "\(metadataPath) attach") {
+                throw MMLogError(kind: .incompatibleMetadata, operation: "MMLogReader(\(path))",
+                                 detail: "\(metadataPath) is format version 1, written by an older MMLog that is still attached; its readers cannot tell written bytes from reserved ones")
+            }
+            let word = header.cursor.load(ordering: .acquiring) & ~Cursor.sealBit
+            return max(watermarkSeen, min(word, header.fileSize.load(ordering: .acquiring)))
+        }
+        var mark = header.watermark(excluding: deadSlots)
+        if !mark.blockers.isEmpty {
+            let now = Sys.monotonicNanoseconds()
+            if let held = heldSince, held.offset == mark.offset {
+                if now - held.nanos >= UInt64(Self.deadWriterProbeDelay) {
+                    if try probeDeadWriters(mark.blockers, metadata) {
+                        mark = header.watermark(excluding: deadSlots)
+                    }
+                    heldSince = (mark.offset, now)
+                }
+            } else {
+                heldSince = (mark.offset, now)
+            }
+        } else {
+            heldSince = nil
+        }
+        // Forget dead slots that have since been reclaimed (their state changed).
+        if !deadSlots.isEmpty {
+            deadSlots = deadSlots.filter {
+                header.slotState($0.slot).load(ordering: .relaxed) == $0.state && header.slotClaims($0.slot).load(ordering: .relaxed) == $0.claims
+            }
+        }
+        watermarkSeen = max(watermarkSeen, mark.offset)
+        return watermarkSeen
+    }
+
+    /// Checks whether each in-flight slot holding the watermark back is still owned; a slot
+    /// whose lock is free and whose state has not changed belonged to a writer that died in
+    /// flight. Returns whether any was found.
+    private func probeDeadWriters(_ blockers: [Watermark.Blocker], _ metadata: (fd: Int32, header: Metadata, length: Int)) throws(MMLogError) -> Bool {
+        var found = false
+        for blocker in blockers {
+            let held = try Sys.lockHeld(metadata.fd, MetadataLayout.slotLockBase + blocker.slot, "\(metadataPath) slot \(blocker.slot)")
+            if held { continue }
+            // The lock is free: dead, unless the slot moved on before its owner let go.
+            let state = metadata.header.slotState(blocker.slot).load(ordering: .acquiring)
+            let claims = metadata.header.slotClaims(blocker.slot).load(ordering: .relaxed)
+            if state == blocker.state && claims == blocker.claims {
+                deadSlots.insert(DeadSlot(slot: blocker.slot, state: state, claims: claims))
+                found = true
+            }
+        }
+        return found
+    }
+
+    /// The ranges readers skip: recorded holes and the ranges of writers found dead in flight.
+    public func holes() throws(MMLogError) -> [Range<Int>] {
+        currentHoles().map { Int($0.lowerBound)..<Int($0.upperBound) }
+    }
+
+    private func currentHoles() -> [Range<UInt64>] {
+        guard let metadata, metadata.header.version != MetadataLayout.version1 else { return [] }
+        let header = metadata.header
+        let count = header.holeCount.load(ordering: .acquiring)
+        if let cache = holeCache, cache.count == count, cache.dead == deadSlots { return cache.holes }
+        var holes = header.recordedHoles()
+        for dead in deadSlots {
+            if let hole = header.deadHole(state: dead.state, end: header.slotEnd(dead.slot).load(ordering: .relaxed)) {
+                holes.append(hole)
+            }
+        }
+        holes = mergeRanges(holes)
+        holeCache = (count, deadSlots, holes)
+        return holes
+    }
+
+    // MARK: Reading
+
+    /// Reads committed bytes from `offset` into `buffer`, skipping holes. Returns how many
+    /// bytes it put in `buffer` and the offset to read from next (past what it returned and
+    /// any hole it skipped). Returns 0 bytes with `next == offset` when nothing past `offset`
+    /// is committed yet.
+    public func read(from offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(MMLogError) -> (count: Int, next: Int) {
+        let limit = try watermark()
+        var position = UInt64(max(0, offset))
+        var filled = 0
+        let holes = currentHoles()
+        while position < limit && filled < buffer.count {
+            if let hole = holes.first(where: { $0.contains(position) }) {
+                position = min(hole.upperBound, max(limit, position))
+                if position >= limit { break }
+                continue
+            }
+            let nextHole = holes.first(where: { $0.lowerBound > position })?.lowerBound ?? UInt64.max
+            let want = Int(min(limit, nextHole) - position)
+            let count = min(want, buffer.count - filled)
+            let n = try Sys.preadFully(dataFD, UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<(filled + count)]),
+                                       Int(position), path)
+            filled += n
+            position += UInt64(n)
+            if n < count {
+                // Shorter than the watermark: the file was cut under us by another program.
+                throw MMLogError(kind: .system, operation: "pread(\(path), \(count), \(position))", errno: EIO,
+                                 detail: "the file ends below the committed watermark \(limit) (truncated by another program?)")
+            }
+        }
+        return (filled, Int(position))
+    }
+
+    /// Reads up to `maxBytes` committed bytes from `offset`; see `read(from:into:)`.
+    public func read(from offset: Int, maxBytes: Int = 1 << 20) throws(MMLogError) -> (bytes: [UInt8], next: Int) {
+        var bytes = [UInt8](repeating: 0, count: maxBytes)
+        let (count, next) = try bytes.withUnsafeMutableBytes { buffer in
+            Result { () throws(MMLogError) -> (Int, Int) in try read(from: offset, into: buffer) }
+        }.get()
+        bytes.removeLast(maxBytes - count)
+        return (bytes, next)
+    }
+
+    /// Waits until something past `offset` is committed, polling the mapped header with a
+    /// short backoff (from 0.5 ms up to `maxPause`; no system call on the writers' side).
+    /// Returns false when `timeoutNanoseconds` passes first (nil: wait for ever).
+    public func waitForCommit(beyond offset: Int, timeoutNanoseconds: Int? = nil, maxPause: Int = 20_000_000) throws(MMLogError) -> Bool {
+        let deadline = timeoutNanoseconds.map { Sys.monotonicNanoseconds() + UInt64($0) }
+        var pause = 500_000
+        while true {
+            if try committedOffset() > offset { return true }
+            if let deadline, Sys.monotonicNanoseconds() >= deadline { return false }
+            Sys.sleep(nanoseconds: pause)
+            pause = min(pause * 2, maxPause)
+        }
+    }
+
+    // MARK: State
+
+    /// Whether every handle has detached (nothing more will be appended until one opens it).
+    public func writersAttached() throws(MMLogError) -> Bool {
+        guard let metadata else { return false }
+        return try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, against: F_WRLCK, "\(metadataPath) attach")
+    }
+
+    /// Whether a rotation retired this log (its data file was renamed and a new log started
+    /// at the path); `retiredAt` is then its final end.
+    public var retiredAt: Int? {
+        guard let metadata, metadata.header.version != MetadataLayout.version1 else { return nil }
+        let word = metadata.header.cursor.load(ordering: .acquiring)
+        guard word & Cursor.retiredBit != 0 else { return nil }
+        return Int(metadata.header.retiredAt.load(ordering: .acquiring))
+    }
+
+    /// The device and inode of the data file this reader reads.
+    public var fileIdentity: (device: UInt64, inode: UInt64)? {
+        guard let identity = try? Sys.identity(dataFD, path) else { return nil }
+        return (identity.device, identity.inode)
+    }
+
+    /// A snapshot of the log's shared state, for `mmlog stat`.
+    public func status() throws(MMLogError) -> MMLogStatus {
+        try MMLogStatus(reader: self, dataFD: dataFD, metadata: metadata, committed: watermark(), holes: currentHoles(),
+                        deadSlots: deadSlots)
+    }
+}

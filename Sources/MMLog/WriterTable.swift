@@ -1,0 +1,231 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import CMMLogShims
+import Synchronization
+
+// The writer table (see `MetadataLayout` and `Slot`): each appending thread owns a slot,
+// found once per thread and handle and then used with plain stores; a slot's owner holds its
+// lock byte, which the kernel releases when the process dies.
+
+/// The slots one handle owns in one file: it holds their lock bytes; `free` ones belong to
+/// no thread right now (their thread exited) and are handed out again without a system call.
+struct SlotPool {
+    var owned: [Int] = []
+    var free: [Int] = []
+}
+
+extension LogFile {
+    /// The index of the overflow slot: appenders that find no free slot take turns on it,
+    /// under its lock (correct, but a system call per append).
+    static var overflowSlot: Int { MetadataLayout.slotCount - 1 }
+
+    /// A slot for the calling thread: a free one this handle owns, or a new one claimed from
+    /// the shared table. Nil when every slot is taken.
+    func claimSlot() throws(MMLogError) -> Int? {
+        if let reused = pool.withLock({ $0.free.popLast() }) { return reused }
+        let owned = Set(pool.withLock { $0.owned })
+        let count = Self.overflowSlot
+        let start = Int(UInt32(bitPattern: mmlog_gettid())) % count
+        for step in 0..<count {
+            let i = (start + step) % count
+            if owned.contains(i) { continue }
+            guard try Sys.lockByte(metadataFD, MetadataLayout.slotLockBase + i, F_WRLCK, wait: false, "\(metadataPath) slot \(i)")
+            else { continue }
+            try adopt(slot: i)
+            pool.withLock { $0.owned.append(i) }
+            return i
+        }
+        return nil
+    }
+
+    /// Takes over slot `i`, whose lock we now hold: a previous owner that died in flight left
+    /// a reservation, recorded here as a hole before the slot is reset.
+    private func adopt(slot i: Int) throws(MMLogError) {
+        let state = header.slotState(i).load(ordering: .acquiring)
+        if state & Slot.inFlight != 0 {
+            try withGrowLock { () throws(MMLogError) in
+                if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
+            }
+        }
+        // A bound for the first append: at or below any later cursor (a void resets the cursor
+        // to the allocated size, which never falls; a trim cuts at or above the cursor).
+        let bound = min(Cursor.offset(cursor.load(ordering: .acquiring)), fileSize.load(ordering: .acquiring))
+        header.slotClaims(i).wrappingIncrement(ordering: .relaxed)
+        header.setSlotOwner(i, pid: getpid(), tid: mmlog_gettid())
+        header.slotState(i).store(bound, ordering: .releasing)
+        var high = header.slotHighWater.load(ordering: .relaxed)
+        while high < UInt64(i + 1) {
+            let (done, seen) = header.slotHighWater.compareExchange(expected: high, desired: UInt64(i + 1), ordering: .relaxed)
+            if done { break }
+            high = seen
+        }
+    }
+
+    /// The hole a dead writer's in-flight slot leaves: its reservation [start, end), cut back
+    /// where a void took part of it; nil when the slot never recorded its range (it died
+    /// between its fetch-add and step 3, before copying anything: zeros of unknown extent).
+    func deadHole(slot i: Int, state: UInt64) -> Range<UInt64>? {
+        header.deadHole(state: state, end: header.slotEnd(i).load(ordering: .relaxed))
+    }
+
+    /// Returns a slot to the handle's pool (its thread exited). The slot stays owned.
+    func releaseSlot(_ i: Int) {
+        pool.withLock { $0.free.append(i) }
+    }
+
+    /// The committed watermark now, from this handle's view of the header (no liveness
+    /// probes: a dead writer holds it back until a reader or the next claimer of its slot
+    /// sees it dead).
+    func watermark() -> Watermark {
+        header.watermark(excluding: [])
+    }
+}
+
+extension Metadata {
+    /// The slots that may hold state: those below the high-water mark, and the overflow slot.
+    var activeSlots: [Int] {
+        let high = min(Int(slotHighWater.load(ordering: .acquiring)), MetadataLayout.slotCount - 1)
+        return Array(0..<high) + [MetadataLayout.slotCount - 1]
+    }
+
+    /// See `LogFile.deadHole`.
+    func deadHole(state: UInt64, end: UInt64) -> Range<UInt64>? {
+        guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact else { return nil }
+        let start = Cursor.offset(state)
+        guard end > start else { return nil }
+        let gen = Cursor.gen(state)
+        let now = Cursor.gen(cursor.load(ordering: .acquiring))
+        if now != gen {
+            let distance = (now &- gen) & (Cursor.genMask >> Cursor.genShift)
+            guard distance <= UInt64(MetadataLayout.voidPointCount) else { return nil }
+            let point = voidPoint(gen &+ 1).load(ordering: .acquiring)
+            if end > point { return start < point ? start..<point : nil }
+        }
+        return start..<end
+    }
+
+    /// Computes the committed watermark: min(cursor, allocated size, the begin of every
+    /// in-flight slot not in `dead`). See `MetadataLayout` for why it is safe.
+    func watermark(excluding dead: Set<DeadSlot>) -> Watermark {
+        let word = cursor.load(ordering: .acquiring)  // first: see the proof in MetadataLayout
+        let size = fileSize.load(ordering: .acquiring)
+        var offset = min(Cursor.offset(word), size)
+        var blockers: [Watermark.Blocker] = []
+        for i in activeSlots {
+            let state = slotState(i).load(ordering: .acquiring)
+            guard state & Slot.inFlight != 0 else { continue }
+            let begin = Cursor.offset(state)
+            if begin >= offset { continue }
+            let claims = slotClaims(i).load(ordering: .relaxed)
+            if dead.contains(DeadSlot(slot: i, state: state, claims: claims)) { continue }
+            blockers.append(.init(slot: i, state: state, claims: claims))
+        }
+        for blocker in blockers { offset = min(offset, Cursor.offset(blocker.state)) }
+        return Watermark(offset: offset, cursor: word, fileSize: size, blockers: blockers)
+    }
+}
+
+/// A computed watermark and what holds it below the cursor.
+struct Watermark {
+    struct Blocker {
+        var slot: Int
+        var state: UInt64
+        var claims: UInt64
+    }
+
+    var offset: UInt64
+    var cursor: UInt64
+    var fileSize: UInt64
+    /// In-flight slots below the cursor and allocated size.
+    var blockers: [Blocker]
+}
+
+/// A slot seen in flight whose owner had died: the same slot, state and claim count.
+struct DeadSlot: Hashable {
+    var slot: Int
+    var state: UInt64
+    var claims: UInt64
+}
+
+// MARK: Threads
+
+/// The slots one thread holds, for every handle it appended through. Kept in thread-specific
+/// data; when the thread exits, each slot goes back to its handle's pool.
+final class ThreadSlots {
+    struct Entry {
+        let handle: UInt64
+        weak var file: LogFile?
+        let fileID: UInt64
+        let slot: Int
+    }
+
+    var entries: [Entry] = []
+
+    deinit {
+        for entry in entries { entry.file?.releaseSlot(entry.slot) }
+    }
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        let rc = pthread_key_create(&key) { raw in
+            guard let raw else { return }
+            Unmanaged<ThreadSlots>.fromOpaque(raw).release()
+        }
+        precondition(rc == 0, "pthread_key_create: \(rc)")
+        return key
+    }()
+
+    /// The calling thread's set, created on first use.
+    static var current: ThreadSlots {
+        if let raw = pthread_getspecific(key) {
+            return Unmanaged<ThreadSlots>.fromOpaque(raw).takeUnretainedValue()
+        }
+        let made = ThreadSlots()
+        pthread_setspecific(key, Unmanaged.passRetained(made).toOpaque())
+        return made
+    }
+
+    func find(handle: UInt64, file: LogFile) -> Int? {
+        entries.first { $0.handle == handle && $0.fileID == file.id }?.slot
+    }
+}
+
+extension MMLog {
+    /// Gives the calling thread a slot in the current file and makes its hot entry serve this
+    /// handle. False when every slot is taken (the caller appends through the overflow slot).
+    func bindThread() throws(MMLogError) -> Bool {
+        let file = current
+        let threadSlots = ThreadSlots.current
+        let slot: Int
+        if let known = threadSlots.find(handle: id, file: file) {
+            slot = known
+        } else {
+            try file.enterSlowPath("append", closed: closedFlag)
+            defer { file.leaveSlowPath() }
+            guard let claimed = try file.claimSlot() else { return false }
+            threadSlots.entries.append(.init(handle: id, file: file, fileID: file.id, slot: claimed))
+            slot = claimed
+        }
+        fill(mmlog_hot(), file: file, slot: slot)
+        return true
+    }
+
+    /// Points a hot entry at `slot` of `file` through this handle.
+    func fill(_ hot: UnsafeMutablePointer<mmlog_hot_t>, file: LogFile, slot: Int) {
+        hot.pointee.owner = id
+        hot.pointee.slot = file.header.slot(slot).assumingMemoryBound(to: UInt64.self)
+        hot.pointee.cursor = (file.header.base + MetadataLayout.cursorOffset).assumingMemoryBound(to: UInt64.self)
+        hot.pointee.file_size = (file.header.base + MetadataLayout.fileSizeOffset).assumingMemoryBound(to: UInt64.self)
+        hot.pointee.ring_words = UnsafeMutableRawPointer(file.ring.words).assumingMemoryBound(to: UInt64.self)
+        hot.pointee.ring_bases = UnsafeMutableRawPointer(file.ring.bases).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        hot.pointee.ring_mask = UInt64(file.ring.slotMask)
+        hot.pointee.ring_stride = UInt64(ChunkRing.slotStride)
+        hot.pointee.chunk_shift = UInt64(file.chunkShift)
+        hot.pointee.chunk_mask = UInt64(file.chunkMask)
+        hot.pointee.chunk_size = UInt64(file.chunkSize)
+        hot.pointee.file = UnsafeMutableRawPointer(Unmanaged.passUnretained(file).toOpaque())
+        hot.pointee.slot_index = UInt64(slot)
+    }
+}
