@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "MMLog", targets: ["MMLog"]),
         .library(name: "MMLogLogging", targets: ["MMLogLogging"]),
         .executable(name: "appendbench", targets: ["appendbench"]),
+        .executable(name: "mmlog", targets: ["mmlog"]),
         .executable(name: "mmlog-writer", targets: ["mmlog-writer"]),
         .executable(name: "mmlog-fuzz", targets: ["mmlog-fuzz"]),
     ],
@@ -55,10 +56,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The operator's tool: cat, tail -f/-F, stat, recover.
+        .executableTarget(
+            name: "mmlog",
+            dependencies: ["MMLog", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Writer process used by the multi-process tests (and handy for manual experiments).
         .executableTarget(
             name: "mmlog-writer",
-            dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
         .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog", "BenchRecords"]),
@@ -70,7 +77,7 @@ let package = Package(
         // Spawning helper processes and scratch directories, for the test targets only.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MMLogTests", dependencies: [
-                "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz",
+                "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz", "mmlog",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -64,9 +64,10 @@ extension LogFile {
                 return .ready
             } catch {
                 if !probe {
-                    // Void from the start of the reservation that straddles the allocated end
-                    // (ours, or another writer's we can see), so no hole is left below it.
-                    let point = start < size ? start : header.straddlerStart(at: size) ?? size
+                    // When ours straddles the allocated end, void from its start, so no hole is
+                    // left below the end. (Only ours: another straddler may die at any moment,
+                    // and a reader that then passes it as dead has passed the allocated end.)
+                    let point = min(start, size)
                     header.voidReservations(above: point)
                     idle = min(start, point)
                 }
@@ -141,19 +142,6 @@ extension Metadata {
             if done { return }
             word = seen
         }
-    }
-
-    /// The start of a live-generation reservation, recorded exactly in a slot, that begins
-    /// below `size` and ends above it; nil when no slot shows one.
-    func straddlerStart(at size: UInt64) -> UInt64? {
-        let gen = Cursor.gen(cursor.load(ordering: .acquiring))
-        for i in activeSlots {
-            let state = slotState(i).load(ordering: .acquiring)
-            guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact, Cursor.gen(state) == gen else { continue }
-            let start = Cursor.offset(state)
-            if start < size && slotEnd(i).load(ordering: .relaxed) > size { return start }
-        }
-        return nil
     }
 
     private func slotHoldsReservation(ofGeneration gen: UInt64) -> Bool {

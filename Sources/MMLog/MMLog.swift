@@ -122,12 +122,17 @@ public final class MMLog: @unchecked Sendable {
     /// existing data file without metadata is kept: appends go after its current end. A log
     /// left unclean by a crash is recovered here, without operator action (`recovery` says
     /// what was found).
-    public init(path: String, options: Options = Options()) throws(MMLogError) {
+    public convenience init(path: String, options: Options = Options()) throws(MMLogError) {
+        try self.init(path: path, options: options, requireAlone: false)
+    }
+
+    /// `requireAlone`: refuse (`.dataFileInUse`) when another handle is attached (recovery).
+    init(path: String, options: Options, requireAlone: Bool) throws(MMLogError) {
         if let why = options.problem() {
             throw MMLogError(kind: .invalidOptions, operation: "MMLog(\(path))", detail: why)
         }
         mmlog_register_atfork()
-        let file = try LogFile.open(path: path, options: options)
+        let file = try LogFile.open(path: path, options: options, requireAlone: requireAlone)
         self.path = path
         self.metadataPath = file.metadataPath
         self.options = options

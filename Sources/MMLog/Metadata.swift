@@ -95,7 +95,9 @@ import Atomics
 ///    sees the slot idle.
 ///
 /// Why a reader never sees an unwritten byte below the watermark: the reader loads the cursor
-/// (acquiring), then each slot (acquiring). Take any reservation R = [s, e) by thread T with
+/// (acquiring), then each slot (acquiring), then `fileSize` (last, so that a reservation that
+/// completed while the slots were read ends below it: the watermark then falls on a record
+/// boundary, or inside a recorded hole). Take any reservation R = [s, e) by thread T with
 /// s < the cursor value C the reader loaded. C is the result of R's fetch-add or of an RMW
 /// after it (every change of the cursor is an RMW, so they all continue R's release sequence),
 /// so the reader synchronizes with R's fetch-add and T's step-1 store happens-before the
@@ -116,7 +118,9 @@ import Atomics
 ///
 /// Writers beyond the allocated end: the watermark never passes `fileSize`, and nothing is
 /// written above it. When the disk is full, a grower that cannot allocate *voids* every
-/// reservation above `fileSize`: it resets the cursor to `fileSize` and bumps the generation
+/// reservation above `fileSize`: it resets the cursor to `fileSize` (or to the start of its own
+/// reservation, when that straddles `fileSize` and so is in flight below every reader's
+/// watermark) and bumps the generation
 /// in the cursor's high bits (`Cursor`), after storing the void point in `voidPoints`. Writers
 /// load `fileSize` before their fetch-add, so a reservation that passed that value goes through
 /// the grow lock, where it compares its generation: a voided reservation is made again (the

@@ -10,7 +10,7 @@ extension LogFile {
     /// header, open the data file, then attach: a shared lock on the data file's byte 0 and
     /// the metadata's attach byte. An opener that finds itself alone (it can take the attach
     /// byte exclusively) first makes the log consistent with its data file (`recover`).
-    static func open(path: String, options: MMLog.Options) throws(MMLogError) -> LogFile {
+    static func open(path: String, options: MMLog.Options, requireAlone: Bool = false) throws(MMLogError) -> LogFile {
         let page = Sys.pageSize
         let metadataPath = path + ".mmlog"
         let metaFD = try Sys.open(metadataPath, O_RDWR | O_CREAT, options.permissions)
@@ -104,6 +104,10 @@ extension LogFile {
                 _ = try Sys.lockByte(dataFD, MetadataLayout.dataLockByte, F_RDLCK, wait: true, "\(path) data")
                 _ = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach")
             } else {
+                if requireAlone {
+                    throw MMLogError(kind: .dataFileInUse, operation: "recover(\(path))",
+                                     detail: "other processes are attached to \(metadataPath); recovery runs only with no writer attached (the next process to open the log alone runs it by itself)")
+                }
                 if meta.version == MetadataLayout.version1 {
                     throw refuse(.incompatibleMetadata,
                                  "format version 1, in use by another process (an older MMLog); it is upgraded to version \(MetadataLayout.version) when opened with no other handle attached")

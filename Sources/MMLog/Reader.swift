@@ -31,9 +31,11 @@ public final class MMLogReader {
     private var heldSince: (offset: UInt64, nanos: UInt64)?
     private var holeCache: (count: UInt64, dead: Set<DeadSlot>, holes: [Range<UInt64>])?
 
-    /// How long the watermark may sit still behind an in-flight slot before the reader checks
-    /// whether that slot's owner is alive (one F_OFD_GETLK per such slot).
-    public static let deadWriterProbeDelay = 20_000_000
+    /// How long (ns) the watermark may sit still behind an in-flight slot before the reader
+    /// checks whether that slot's owner is alive (one F_OFD_GETLK per such slot). A reader
+    /// that follows a log keeps the default; a one-shot read (`mmlog cat`) uses 0.
+    public var deadWriterProbeDelay = MMLogReader.defaultDeadWriterProbeDelay
+    public static let defaultDeadWriterProbeDelay = 20_000_000
 
     /// Opens the log at `path` (the data file) for reading.
     public init(path: String) throws(MMLogError) {
@@ -123,20 +125,17 @@ public final class MMLogReader {
             return max(watermarkSeen, min(word, header.fileSize.load(ordering: .acquiring)))
         }
         var mark = header.watermark(excluding: deadSlots)
-        if !mark.blockers.isEmpty {
+        if mark.blockers.isEmpty {
+            heldSince = nil
+        } else {
             let now = Sys.monotonicNanoseconds()
-            if let held = heldSince, held.offset == mark.offset {
-                if now - held.nanos >= UInt64(Self.deadWriterProbeDelay) {
-                    if try probeDeadWriters(mark.blockers, metadata) {
-                        mark = header.watermark(excluding: deadSlots)
-                    }
-                    heldSince = (mark.offset, now)
+            if heldSince?.offset != mark.offset { heldSince = (mark.offset, now) }
+            if now - heldSince!.nanos >= UInt64(deadWriterProbeDelay) {
+                if try probeDeadWriters(mark.blockers, metadata) {
+                    mark = header.watermark(excluding: deadSlots)
                 }
-            } else {
                 heldSince = (mark.offset, now)
             }
-        } else {
-            heldSince = nil
         }
         // Forget dead slots that have since been reclaimed (their state changed).
         if !deadSlots.isEmpty {
@@ -194,8 +193,10 @@ public final class MMLogReader {
     /// bytes it put in `buffer` and the offset to read from next (past what it returned and
     /// any hole it skipped). Returns 0 bytes with `next == offset` when nothing past `offset`
     /// is committed yet.
-    public func read(from offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(MMLogError) -> (count: Int, next: Int) {
-        let limit = try watermark()
+    /// `end`, when given, stops the read there even if more is committed.
+    public func read(from offset: Int, upTo end: Int? = nil, into buffer: UnsafeMutableRawBufferPointer) throws(MMLogError) -> (count: Int, next: Int) {
+        var limit = try watermark()
+        if let end { limit = min(limit, UInt64(max(0, end))) }
         var position = UInt64(max(0, offset))
         var filled = 0
         let holes = currentHoles()
@@ -222,10 +223,10 @@ public final class MMLogReader {
     }
 
     /// Reads up to `maxBytes` committed bytes from `offset`; see `read(from:into:)`.
-    public func read(from offset: Int, maxBytes: Int = 1 << 20) throws(MMLogError) -> (bytes: [UInt8], next: Int) {
+    public func read(from offset: Int, upTo end: Int? = nil, maxBytes: Int = 1 << 20) throws(MMLogError) -> (bytes: [UInt8], next: Int) {
         var bytes = [UInt8](repeating: 0, count: maxBytes)
         let (count, next) = try bytes.withUnsafeMutableBytes { buffer in
-            Result { () throws(MMLogError) -> (Int, Int) in try read(from: offset, into: buffer) }
+            Result { () throws(MMLogError) -> (Int, Int) in try read(from: offset, upTo: end, into: buffer) }
         }.get()
         bytes.removeLast(maxBytes - count)
         return (bytes, next)

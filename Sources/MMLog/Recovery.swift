@@ -223,3 +223,21 @@ enum Recovery {
         return first..<last
     }
 }
+
+extension MMLog {
+    /// Runs the recovery an opener alone runs, explicitly, and reports what it found (for
+    /// `mmlog recover`): refuses while any other handle is attached, since recovery then
+    /// waits for the next opener alone. A clean log reports nothing found. A plain file
+    /// without metadata is left as it is.
+    public static func recover(path: String) throws(MMLogError) -> RecoveryReport {
+        guard Sys.identity(atPath: path + ".mmlog") != nil else {
+            return RecoveryReport(path: path, found: [])
+        }
+        let log = try MMLog(path: path, options: Options(prefault: .none, hugePages: false, prefetch: false), requireAlone: true)
+        var report = log.recovery ?? RecoveryReport(path: path, found: [])
+        let cursor = Int(Cursor.offset(log.current.cursor.load(ordering: .acquiring)))
+        if report.found.isEmpty { report.cursorBefore = cursor; report.cursorAfter = cursor }
+        try log.close()
+        return report
+    }
+}

@@ -111,7 +111,8 @@ public struct MMLogStatus: Sendable, Codable {
             let state = header.slotState(i).load(ordering: .acquiring)
             let owner = header.slotOwner(i)
             let alive = try Sys.lockHeld(fd, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")
-            if owner.pid == 0 && state == 0 && !alive { continue }
+            // List the slots in use: owned now, or left in flight by a writer that died.
+            if !alive && state & Slot.inFlight == 0 { continue }
             let inFlight = state & Slot.inFlight != 0, exact = state & Slot.exact != 0
             writers.append(Writer(slot: i, pid: Int(owner.pid), tid: Int(owner.tid),
                                   state: inFlight ? (exact ? "in flight" : "reserving") : "idle",

@@ -107,11 +107,13 @@ extension Metadata {
     }
 
     /// Computes the committed watermark: min(cursor, allocated size, the begin of every
-    /// in-flight slot not in `dead`). See `MetadataLayout` for why it is safe.
+    /// in-flight slot not in `dead`). See `MetadataLayout` for why it is safe. The allocated
+    /// size is loaded last: every reservation completed by the time the slots are read then
+    /// ends at or below it, so the watermark falls on a record boundary (or inside a recorded
+    /// hole) rather than inside a record that finished while the slots were read.
     func watermark(excluding dead: Set<DeadSlot>) -> Watermark {
         let word = cursor.load(ordering: .acquiring)  // first: see the proof in MetadataLayout
-        let size = fileSize.load(ordering: .acquiring)
-        var offset = min(Cursor.offset(word), size)
+        var offset = Cursor.offset(word)
         var blockers: [Watermark.Blocker] = []
         for i in activeSlots {
             let state = slotState(i).load(ordering: .acquiring)
@@ -123,7 +125,8 @@ extension Metadata {
             blockers.append(.init(slot: i, state: state, claims: claims))
         }
         for blocker in blockers { offset = min(offset, Cursor.offset(blocker.state)) }
-        return Watermark(offset: offset, cursor: word, fileSize: size, blockers: blockers)
+        let size = fileSize.load(ordering: .acquiring)
+        return Watermark(offset: min(offset, size), cursor: word, fileSize: size, blockers: blockers)
     }
 }
 

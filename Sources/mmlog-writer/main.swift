@@ -1,92 +1,105 @@
-// mmlog-writer: appends appendbench-format records to an MMLog from one process.
-//
-// Used by the multi-process tests, and handy by hand:
-//   mmlog-writer --path /tmp/x.log --worker 0 --ops 100000 --size 128 [--threads 8]
-//                [--chunk-size 65536] [--max-chunks 4] [--prefault write|read|none] [--no-huge-pages] [--no-prefetch] [--start-at NS] [--no-close] [--swift-log]
-// Thread t of the process writes as worker `worker + t`. With --swift-log it logs lines
-// through MMLogHandler instead: `logger.info("record <i>", metadata: [worker, i])`. Exits 0 when every append
-// succeeded, 1 with the error on stderr otherwise, 2 on bad arguments.
+// mmlog-writer: appends records to an MMLog from one process (used by the multi-process
+// tests, and handy by hand). `mmlog-writer --help` lists the options.
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
 import BenchRecords
 import Logging
 import MMLog
 import MMLogLogging
 
-struct Arguments {
-    var path = ""
-    var worker = 0
-    var ops = 1000
-    var size = 128
-    var threads = 1
-    var chunkSize = MMLog.Options().chunkSize
-    var maxChunks = MMLog.Options().maxChunks
-    var prefault = MMLog.Options().prefault
-    var hugePages = MMLog.Options().hugePages
-    var prefetch = MMLog.Options().prefetch
-    var startAt: UInt64 = 0
-    var close = true
-    var swiftLog = false
+struct Writer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mmlog-writer",
+        abstract: "Append records to an MMLog from one process.",
+        discussion: """
+            Thread t of the process writes as worker `worker + t`, records 0..<ops: appendbench's \
+            binary records (BenchRecords.RecordFormat), or with --text the lines of \
+            BenchRecords.TextLines, or with --swift-log lines through MMLogHandler. Exits 0 when \
+            every append succeeded, 1 with the error on stderr otherwise, 64 on bad arguments.
+            """)
 
-    static func parse(_ argv: [String]) -> Arguments {
-        var args = Arguments()
-        var i = 1
-        func value() -> String {
-            i += 1
-            guard i < argv.count else { fail("\(argv[i - 1]) needs a value") }
-            return argv[i]
-        }
-        func number(_ text: String) -> Int {
-            guard let n = Int(text), n >= 0 else { fail("not a count: \(text)") }
-            return n
-        }
-        while i < argv.count {
-            switch argv[i] {
-            case "--path": args.path = value()
-            case "--worker": args.worker = number(value())
-            case "--ops": args.ops = number(value())
-            case "--size": args.size = number(value())
-            case "--threads": args.threads = max(1, number(value()))
-            case "--chunk-size": args.chunkSize = number(value())
-            case "--max-chunks": args.maxChunks = number(value())
-            case "--prefault":
-                let text = value()
-                guard let mode = MMLog.Prefault(rawValue: text) else { fail("--prefault takes write, read or none, not \(text)") }
-                args.prefault = mode
-            case "--no-huge-pages": args.hugePages = false
-            case "--no-prefetch": args.prefetch = false
-            case "--start-at": args.startAt = UInt64(number(value()))
-            case "--no-close": args.close = false
-            case "--swift-log": args.swiftLog = true
-            case "-h", "--help":
-                print("usage: mmlog-writer --path P [--worker W] [--ops N] [--size S] [--threads T] [--chunk-size B] [--max-chunks M] [--prefault write|read|none] [--no-huge-pages] [--no-prefetch] [--start-at NS] [--no-close] [--swift-log]")
-                exit(0)
-            default: fail("unknown argument \(argv[i])")
-            }
-            i += 1
-        }
-        if args.path.isEmpty { fail("--path is required") }
-        if args.size == 0 { fail("--size must be at least 1") }
-        return args
+    @Option(help: "The log's data file.") var path: String
+    @Option(help: "The worker number of the first thread.") var worker = 0
+    @Option(help: "Records per thread.") var ops = 1000
+    @Option(help: "Bytes per record.") var size = 128
+    @Option(help: "Threads appending at once.") var threads = 1
+    @Option(help: "MMLog chunk size in bytes.") var chunkSize = MMLog.Options().chunkSize
+    @Option(help: "MMLog ring capacity in chunks.") var maxChunks = MMLog.Options().maxChunks
+    @Option(help: "How MMLog prefaults a chunk: write, read or none.") var prefault = MMLog.Options().prefault
+    @Flag(inversion: .prefixedNo, help: "MMLog's huge page advice.") var hugePages = MMLog.Options().hugePages
+    @Flag(inversion: .prefixedNo, help: "MMLog's prefetch thread.") var prefetch = MMLog.Options().prefetch
+    @Option(help: "Start at this CLOCK_REALTIME time in nanoseconds (0: now).") var startAt: UInt64 = 0
+    @Flag(inversion: .prefixedNo, help: "Close the log at the end (--no-close leaves as a crash would).") var close = true
+    @Flag(help: "Log lines through swift-log and MMLogHandler instead of writing records.") var swiftLog = false
+    @Flag(help: "Write text lines (BenchRecords.TextLines) instead of binary records.") var text = false
+    @Option(help: "Records per second per thread (0: as fast as possible).") var rate = 0
+    @Option(help: "Call sync() after every this many records (0: never).") var syncEvery = 0
+    @Option(help: "After this many records, reserve one more and exit without writing it, as a writer killed mid-append.")
+    var abandonAfter: Int?
+
+    func validate() throws {
+        if size < 1 { throw ValidationError("--size must be at least 1") }
+        if text && size < TextLines.minimumSize { throw ValidationError("--text needs --size of at least \(TextLines.minimumSize)") }
+        if threads < 1 || ops < 0 || rate < 0 || syncEvery < 0 { throw ValidationError("counts must not be negative") }
     }
-}
 
-func fail(_ message: String) -> Never {
-    printError("mmlog-writer: \(message)")
-    exit(2)
-}
+    func run() throws {
+        while startAt > 0 && realtimeNanoseconds() < startAt {}
+        let log: MMLog
+        do {
+            log = try MMLog(path: path, options: .init(chunkSize: chunkSize, maxChunks: maxChunks, prefault: prefault,
+                                                       hugePages: hugePages, prefetch: prefetch))
+        } catch {
+            printError("mmlog-writer: \(error)")
+            throw ExitCode.failure
+        }
+        let failures = Failures()
+        if swiftLog {
+            LoggingSystem.bootstrap { label in MMLogHandler(label: label, log: log) }
+            onThreads(threads) { t in logLines(worker: worker + t, ops: ops) }
+        } else {
+            onThreads(threads) { t in
+                if let failure = write(log, worker: worker + t) { failures.add(failure) }
+            }
+        }
+        if abandonAfter != nil {
+            _ = try? log.reserveAndAbandonForTesting(size)
+            _exit(0)
+        }
+        if !close { Glibc.exit(failures.messages.isEmpty ? 0 : 1) }  // leave without closing, as a crash would
+        do { try log.close() } catch { failures.add("close: \(error)") }
+        for message in failures.messages { printError("mmlog-writer: \(message)") }
+        if !failures.messages.isEmpty { throw ExitCode.failure }
+    }
 
-/// Writes a line to stderr with one write(2).
-func printError(_ message: String) {
-    let line = message + "\n"
-    _ = line.utf8CString.withUnsafeBytes { write(2, $0.baseAddress, $0.count - 1) }
-}
-
-func realtimeNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    /// Writes records 0..<ops (or 0..<abandonAfter) of `worker`; returns the first failure.
+    func write(_ log: MMLog, worker: Int) -> String? {
+        let record = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        defer { record.deallocate() }
+        let count = abandonAfter.map { min($0, ops) } ?? ops
+        let started = monotonicNanoseconds()
+        for i in 0..<count {
+            if rate > 0 {
+                let due = started + UInt64(i) * 1_000_000_000 / UInt64(rate)
+                let now = monotonicNanoseconds()
+                if due > now { sleepNanoseconds(due - now) }
+            }
+            if text {
+                TextLines.encode(worker: worker, index: i, into: record)
+            } else {
+                RecordFormat.encode(worker: worker, index: i, into: record)
+            }
+            do {
+                try log.append(UnsafeRawBufferPointer(record))
+                if syncEvery > 0 && (i + 1) % syncEvery == 0 { try log.sync() }
+            } catch {
+                return "worker \(worker) record \(i): \(error)"
+            }
+        }
+        return nil
+    }
 }
 
 /// Logs lines 0..<ops of `worker` through swift-log and MMLogHandler.
@@ -97,19 +110,30 @@ func logLines(worker: Int, ops: Int) {
     }
 }
 
-/// Writes records 0..<ops of `worker`; returns the error text of the first failure.
-func write(_ log: MMLog, worker: Int, ops: Int, size: Int) -> String? {
-    let record = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
-    defer { record.deallocate() }
-    for i in 0..<ops {
-        RecordFormat.encode(worker: worker, index: i, into: record)
-        do {
-            try log.append(UnsafeRawBufferPointer(record))
-        } catch {
-            return "worker \(worker) record \(i): \(error)"
-        }
-    }
-    return nil
+extension MMLog.Prefault: ExpressibleByArgument {}
+
+/// Writes a line to stderr with one write(2).
+func printError(_ message: String) {
+    let line = message + "\n"
+    _ = line.utf8CString.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+}
+
+func realtimeNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func sleepNanoseconds(_ nanoseconds: UInt64) {
+    var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
 }
 
 final class ThreadJob {
@@ -117,8 +141,9 @@ final class ThreadJob {
     init(_ body: @escaping () -> Void) { self.body = body }
 }
 
-/// Runs `body(t)` on `count` threads and waits for them all.
+/// Runs `body(t)` on `count` threads and waits for them all (on this thread when count is 1).
 func onThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
+    if count == 1 { body(0); return }
     var threads: [pthread_t] = []
     for t in 0..<count {
         let job = Unmanaged.passRetained(ThreadJob { body(t) }).toOpaque()
@@ -128,7 +153,10 @@ func onThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
             job.body()
             return nil
         }, job)
-        if rc != 0 { fail("pthread_create: \(String(cString: strerror(rc)))") }
+        if rc != 0 {
+            printError("mmlog-writer: pthread_create: \(String(cString: strerror(rc)))")
+            exit(1)
+        }
         threads.append(thread)
     }
     for thread in threads { pthread_join(thread, nil) }
@@ -145,34 +173,4 @@ final class Failures: @unchecked Sendable {
     }
 }
 
-let args = Arguments.parse(CommandLine.arguments)
-while args.startAt > 0 && realtimeNanoseconds() < args.startAt {}
-
-let log: MMLog
-do {
-    log = try MMLog(path: args.path, options: .init(chunkSize: args.chunkSize, maxChunks: args.maxChunks,
-                                                   prefault: args.prefault, hugePages: args.hugePages,
-                                                   prefetch: args.prefetch))
-} catch {
-    printError("mmlog-writer: \(error)")
-    exit(1)
-}
-
-let failures = Failures()
-if args.swiftLog {
-    LoggingSystem.bootstrap { label in MMLogHandler(label: label, log: log) }
-    onThreads(args.threads) { t in logLines(worker: args.worker + t, ops: args.ops) }
-} else if args.threads == 1 {
-    if let failure = write(log, worker: args.worker, ops: args.ops, size: args.size) { failures.add(failure) }
-} else {
-    onThreads(args.threads) { t in
-        if let failure = write(log, worker: args.worker + t, ops: args.ops, size: args.size) { failures.add(failure) }
-    }
-}
-if args.close {
-    do { try log.close() } catch { failures.add("close: \(error)") }
-} else {
-    exit(failures.messages.isEmpty ? 0 : 1)  // leave without closing, as a crash would
-}
-for message in failures.messages { printError("mmlog-writer: \(message)") }
-exit(failures.messages.isEmpty ? 0 : 1)
+Writer.main()

@@ -145,3 +145,33 @@ public func nowNanoseconds(_ clock: clockid_t = CLOCK_REALTIME) -> UInt64 {
     clock_gettime(clock, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
+
+/// Children watched without blocking: `poll()` reaps those that have ended and keeps their
+/// status, so a test can follow a log while its writers run.
+public final class Watched {
+    public let children: [Child]
+    public private(set) var statuses: [Int: ExitStatus] = [:]
+    /// CLOCK_MONOTONIC time the last child was seen ended.
+    public private(set) var lastExit: UInt64 = 0
+
+    public init(_ children: [Child]) { self.children = children }
+
+    /// Reaps what has ended; returns whether all have.
+    @discardableResult
+    public func poll() -> Bool {
+        for (i, child) in children.enumerated() where statuses[i] == nil {
+            var raw: Int32 = 0
+            if waitpid(child.pid, &raw, WNOHANG) == child.pid {
+                statuses[i] = raw & 0x7f == 0 ? ExitStatus(code: (raw >> 8) & 0xff, signal: nil) : ExitStatus(code: nil, signal: raw & 0x7f)
+                lastExit = nowNanoseconds(CLOCK_MONOTONIC)
+            }
+        }
+        return statuses.count == children.count
+    }
+
+    /// Waits for every child; returns their statuses in order.
+    public func waitAll() -> [ExitStatus] {
+        while !poll() { usleep(10_000) }
+        return children.indices.map { statuses[$0]! }
+    }
+}

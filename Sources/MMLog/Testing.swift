@@ -1,0 +1,22 @@
+import Atomics
+import CMMLogShims
+
+extension MMLog {
+    /// For tests of dead writers (package access only): reserves `count` bytes exactly as an
+    /// append does, through step 3 of the protocol (the exact range is published), and
+    /// returns its offset without copying anything, leaving the calling thread's slot in
+    /// flight, as a writer killed at that moment would. The caller is expected to exit.
+    package func reserveAndAbandonForTesting(_ count: Int) throws(MMLogError) -> Int {
+        try checkUsable("append")
+        if mmlog_hot().pointee.owner != id { _ = try bindThread() }
+        let hot = mmlog_hot()
+        let slot = UnsafeMutableRawPointer(hot.pointee.slot.unsafelyUnwrapped)
+        let state = Metadata.slotWord(slot, Slot.stateOffset)
+        state.store(state.load(ordering: .relaxed) | Slot.inFlight, ordering: .relaxed)
+        let word = sharedWord(hot.pointee.cursor).loadThenWrappingIncrement(by: UInt64(count), ordering: .acquiringAndReleasing)
+        let start = word & Cursor.offsetMask
+        Metadata.slotWord(slot, Slot.endOffset).store(start + UInt64(count), ordering: .relaxed)
+        state.store((word & (Cursor.offsetMask | Cursor.genMask)) | Slot.inFlight | Slot.exact, ordering: .releasing)
+        return Int(start)
+    }
+}
