@@ -75,7 +75,8 @@ let package = Package(
             dependencies: ["MMLog", .product(name: "Atomics", package: "swift-atomics")]
         ),
         // Spawning helper processes and scratch directories, for the test targets only.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
+        .target(name: "TestSupport", dependencies: ["CTestSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "MMLogTests", dependencies: [
                 "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz", "mmlog",
                 .product(name: "Atomics", package: "swift-atomics"),

@@ -107,8 +107,9 @@ public final class MMLog: @unchecked Sendable {
     /// The process that opened the handle: a child after fork() is refused.
     let ownerPID: pid_t
     // UnsafeAtomic rather than ManagedAtomic: the latter's storage is reached through a
-    // call the optimiser left in the fast path. Destroyed in deinit.
-    let closedFlag = UnsafeAtomic<Bool>.create(false)
+    // call the optimiser left in the fast path. Created after everything that can throw in
+    // init (a failed init runs no deinit), destroyed in deinit.
+    let closedFlag: UnsafeAtomic<Bool>
     /// The file this handle appends to now (the last) and older ones (retired by rotation),
     /// which stay alive, fenced off, until deinit: threads' hot entries may point into them.
     let files: FileList
@@ -140,6 +141,7 @@ public final class MMLog: @unchecked Sendable {
         self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
         self.ownerPID = getpid()
         self.files = FileList(file)
+        self.closedFlag = .create(false)
         file.prepareNextChunk()
     }
 

@@ -38,6 +38,15 @@ struct Writer: ParsableCommand {
     @Option(help: "Call sync() after every this many records (0: never).") var syncEvery = 0
     @Option(help: "After this many records, reserve one more and exit without writing it, as a writer killed mid-append.")
     var abandonAfter: Int?
+    @Flag(help: "Go on after a failed append (as MMLogHandler does: drop the record); print 'appended N failed F' at the end.")
+    var keepGoing = false
+    @Option(help: "With --keep-going: after this many failures, print 'paused' and wait until --resume-file exists.")
+    var pauseAfterFailures: Int?
+    @Option(help: "The file whose appearance ends a pause.") var resumeFile: String?
+    @Flag(help: "Print 'synced <n>' on stdout each time a sync() covering records 0..<n returns.") var reportSyncs = false
+    @Flag(help: "Run one more thread that calls trim() in a loop while the others append.") var trimThread = false
+    @Flag(help: "Fork after the records: the child must find the inherited handle refused and close it; the parent then waits for --resume-file, appends as many again and closes.")
+    var forkTest = false
 
     func validate() throws {
         if size < 1 { throw ValidationError("--size must be at least 1") }
@@ -60,27 +69,40 @@ struct Writer: ParsableCommand {
             LoggingSystem.bootstrap { label in MMLogHandler(label: label, log: log) }
             onThreads(threads) { t in logLines(worker: worker + t, ops: ops) }
         } else {
-            onThreads(threads) { t in
+            let done = Done()
+            onThreads(threads + (trimThread ? 1 : 0)) { t in
+                if t == threads {
+                    while !done.value { _ = try? log.trim() }
+                    return
+                }
                 if let failure = write(log, worker: worker + t) { failures.add(failure) }
+                done.count()
+                if done.counted == threads { done.value = true }
             }
         }
         if abandonAfter != nil {
             _ = try? log.reserveAndAbandonForTesting(size)
             _exit(0)
         }
+        if forkTest { try forkThenAppend(log, failures) }
         if !close { Glibc.exit(failures.messages.isEmpty ? 0 : 1) }  // leave without closing, as a crash would
         do { try log.close() } catch { failures.add("close: \(error)") }
         for message in failures.messages { printError("mmlog-writer: \(message)") }
         if !failures.messages.isEmpty { throw ExitCode.failure }
     }
 
-    /// Writes records 0..<ops (or 0..<abandonAfter) of `worker`; returns the first failure.
-    func write(_ log: MMLog, worker: Int) -> String? {
+    /// Writes records `first..<first + ops` (or up to abandonAfter) of `worker`; returns the
+    /// first failure (with --keep-going: a summary of failures, or nil when there were none).
+    func write(_ log: MMLog, worker: Int, first: Int = 0) -> String? {
         let record = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
         defer { record.deallocate() }
         let count = abandonAfter.map { min($0, ops) } ?? ops
         let started = monotonicNanoseconds()
-        for i in 0..<count {
+        var appended = 0, failed = 0, firstFailure: String?
+        defer {
+            if keepGoing { printOut("appended \(appended) failed \(failed)") }
+        }
+        for i in first..<(first + count) {
             if rate > 0 {
                 let due = started + UInt64(i) * 1_000_000_000 / UInt64(rate)
                 let now = monotonicNanoseconds()
@@ -93,12 +115,50 @@ struct Writer: ParsableCommand {
             }
             do {
                 try log.append(UnsafeRawBufferPointer(record))
-                if syncEvery > 0 && (i + 1) % syncEvery == 0 { try log.sync() }
+                appended += 1
+                if syncEvery > 0 && (i + 1) % syncEvery == 0 {
+                    try log.sync()
+                    if reportSyncs { printOut("synced \(i + 1)") }
+                }
             } catch {
-                return "worker \(worker) record \(i): \(error)"
+                let message = "worker \(worker) record \(i): \(error)"
+                guard keepGoing else { return message }
+                failed += 1
+                firstFailure = firstFailure ?? message
+                if failed == pauseAfterFailures, let resumeFile {
+                    printOut("paused")
+                    while access(resumeFile, F_OK) != 0 { sleepNanoseconds(10_000_000) }
+                }
             }
         }
         return nil
+    }
+
+    /// --fork-test: the child refuses the inherited handle and lets it go; the parent's locks
+    /// and mappings must not notice.
+    func forkThenAppend(_ log: MMLog, _ failures: Failures) throws {
+        let child = fork()
+        if child == 0 {
+            var code: Int32 = 0
+            do {
+                try log.append("from the child\n")
+                printError("mmlog-writer: the child appended through an inherited handle")
+                code = 3
+            } catch {
+                if "\(error)".contains("fork") == false {
+                    printError("mmlog-writer: the child's append failed, but not as forked: \(error)")
+                    code = 4
+                }
+            }
+            try? log.close()  // must leave the parent's locks alone
+            _exit(code)
+        }
+        var status: Int32 = 0
+        waitpid(child, &status, 0)
+        if status != 0 { failures.add("the forked child exited with status \(status)") }
+        printOut("forked")
+        if let resumeFile { while access(resumeFile, F_OK) != 0 { sleepNanoseconds(10_000_000) } }
+        if let failure = write(log, worker: worker, first: ops) { failures.add(failure) }
     }
 }
 
@@ -111,6 +171,12 @@ func logLines(worker: Int, ops: Int) {
 }
 
 extension MMLog.Prefault: ExpressibleByArgument {}
+
+/// Writes a line to stdout with one write(2) (no buffering: tests read it while we run).
+func printOut(_ message: String) {
+    let line = message + "\n"
+    _ = line.utf8CString.withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count - 1) }
+}
 
 /// Writes a line to stderr with one write(2).
 func printError(_ message: String) {
@@ -160,6 +226,19 @@ func onThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
         threads.append(thread)
     }
     for thread in threads { pthread_join(thread, nil) }
+}
+
+/// Tells the trimming thread when the appending threads have finished.
+final class Done: @unchecked Sendable {
+    private var lock = pthread_mutex_t()
+    private var _value = false, _counted = 0
+    init() { pthread_mutex_init(&lock, nil) }
+    var value: Bool {
+        get { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return _value }
+        set { pthread_mutex_lock(&lock); _value = newValue; pthread_mutex_unlock(&lock) }
+    }
+    var counted: Int { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return _counted }
+    func count() { pthread_mutex_lock(&lock); _counted += 1; pthread_mutex_unlock(&lock) }
 }
 
 final class Failures: @unchecked Sendable {

@@ -65,8 +65,19 @@ public func spawn(_ executable: String, _ arguments: [String], stdoutPath: Strin
     posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
+    // A child that crashes (a SIGBUS a test looks for) dies at once, without the Swift
+    // runtime's backtracer, which can hang on a process whose other threads crash too.
+    var environment: [String] = []
+    var index = 0
+    while let entry = environ[index] {
+        environment.append(String(cString: entry))
+        index += 1
+    }
+    if !environment.contains(where: { $0.hasPrefix("SWIFT_BACKTRACE=") }) { environment.append("SWIFT_BACKTRACE=enable=no") }
+    let envp = environment.map { strdup($0) } + [nil]
+    defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+    let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
     precondition(rc == 0, "posix_spawn(\(executable)): \(String(cString: strerror(rc)))")
     return Child(pid: pid, stderrPath: stderrPath)
 }

@@ -1,0 +1,341 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BenchRecords
+import Dispatch
+import MMLog
+import TestSupport
+import XCTest
+
+/// What production does to a log after things go wrong: power loss, a long full-disk spell,
+/// files renamed under writers, fork, close racing appends. Root-only parts skip without root.
+final class FailureTests: XCTestCase {
+    var scratch: ScratchDirectory!
+
+    override func setUp() { scratch = ScratchDirectory("mmlog-failure") }
+    override func tearDown() { scratch.remove() }
+
+    func writer(_ path: String, _ arguments: [String], stdout: String = "/dev/null") -> Child {
+        spawn(product("mmlog-writer"), ["--path", path] + arguments, stdoutPath: stdout)
+    }
+
+    /// Lines of `text` that start with `prefix`, without it.
+    func reports(_ path: String, _ prefix: String) -> [String] {
+        readText(path).split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+    }
+
+    // MARK: Power loss
+
+    /// ext4 on a loop device (its image on tmpfs); periodic writeback off, so only what was
+    /// synced reaches the "device". Writers append and sync() every 50 records; the device is
+    /// copied while they are stopped (the power fails); the copy is mounted and opened.
+    func testPowerLossKeepsEverySyncedRecordAndTheLogOpensWithoutHelp() throws {
+        if let why = Root.unavailable { throw XCTSkip(why) }
+        let ram = try TemporaryMount(at: scratch.file("ram"), bytes: 400 << 20)
+        defer { ram.remove() }
+        let disk = try LoopFilesystem.create(image: ram.path + "/disk.img", megabytes: 128, mountPoint: scratch.file("disk"))
+        var diskMounted = true
+        defer { if diskMounted { disk.remove() } }
+        let writeback = try Sysctl("vm.dirty_writeback_centisecs", "0")
+        defer { writeback.restore() }
+
+        let path = disk.mountPoint + "/app.log"
+        let size = 100
+        for w in 0..<2 {
+            let (status, stderr) = writer(path, ["--worker", "\(w)", "--ops", "1280", "--size", "\(size)", "--text"]).wait()
+            XCTAssertTrue(status.succeeded, stderr)
+        }
+        Glibc.sync()
+        let outputs = (0..<4).map { scratch.file("writer-\($0).out") }
+        let writers = (0..<4).map {
+            writer(path, ["--worker", "\(2 + $0)", "--ops", "1000000", "--size", "\(size)", "--text", "--sync-every", "50",
+                          "--report-syncs", "--rate", "20000"], stdout: outputs[$0])
+        }
+        usleep(1_500_000)
+        for child in writers { child.kill(SIGSTOP) }
+        usleep(100_000)
+        // The power fails: the device holds what was written to it, nothing else.
+        let image = ram.path + "/after.img"
+        XCTAssertTrue(TestSupport.run("/bin/cp", [disk.image, image]).status.succeeded)
+        let synced = outputs.map { reports($0, "synced ").compactMap { Int($0) }.last ?? 0 }
+        for child in writers { child.kill(SIGKILL); _ = child.wait() }
+        // Mounted on another loop device while the first is still attached (as after a reboot,
+        // the header is not this page cache's).
+        let after = try LoopFilesystem.mount(image: image, at: scratch.file("after"))
+        defer { after.remove() }
+        disk.remove()
+        diskMounted = false
+
+        let recovered = after.mountPoint + "/app.log"
+        let bytesBefore = readBytes(recovered)
+        let log = try MMLog(path: recovered)  // no operator action
+        let report = try XCTUnwrap(log.recovery, "a stale header is recovered")
+        print("synced per writer \(synced); recovery: \(report)")
+        XCTAssertTrue(report.headerWasStale, "\(report)")
+        for i in 0..<500 { try log.append("after the power loss \(i)\n") }
+        try log.close()
+
+        // Nothing that reached the disk was overwritten: the new records start at the resume point.
+        let bytesAfter = readBytes(recovered)
+        XCTAssertEqual(Array(bytesAfter.prefix(report.cursorAfter)), Array(bytesBefore.prefix(report.cursorAfter)))
+        XCTAssertGreaterThanOrEqual(report.cursorAfter, bytesBefore.lastIndex(where: { $0 != 0 }).map { $0 + 1 } ?? 0,
+                                    "appends resume past every byte that reached the disk")
+        // Every record a returned sync() covered is there, whole, once.
+        let (text, _) = try MMLogReader(path: recovered).read(from: 0, maxBytes: 64 << 20)
+        let lines = String(decoding: text.filter { $0 != 0 }, as: UTF8.self).split(separator: "\n")
+        var seen: [Int: Set<Int>] = [:]
+        for line in lines {
+            if let (w, i) = TextLines.parse(line.utf8, size: size) { seen[w, default: []].insert(i) }
+        }
+        for w in 0..<2 { XCTAssertEqual(seen[w]?.count, 1280, "writer \(w), closed and synced before") }
+        for (k, count) in synced.enumerated() {
+            XCTAssertGreaterThan(count, 0, "writer \(2 + k) synced something")
+            let missing = (0..<count).filter { !(seen[2 + k]?.contains($0) ?? false) }
+            XCTAssertEqual(missing, [], "writer \(2 + k): records below its last returned sync() \(count) are missing")
+        }
+        XCTAssertEqual(lines.suffix(500).map(String.init), (0..<500).map { "after the power loss \($0)" })
+    }
+
+    // MARK: A full disk
+
+    /// Two writers keep appending on a full tmpfs, dropping what fails (as MMLogHandler does),
+    /// 20,000 failures each; then space is freed, and every append must succeed again, and the
+    /// file must hold the records, not the failed reservations.
+    func testALongFullDiskSpellDoesNotWedgeTheLog() throws {
+        if let why = Root.unavailable { throw XCTSkip(why) }
+        let ram = try TemporaryMount(at: scratch.file("small"), bytes: 8 << 20)
+        defer { ram.remove() }
+        // Leave about 1 MiB for the log.
+        let filler = ram.path + "/filler"
+        XCTAssertTrue(TestSupport.run("/bin/dd", ["if=/dev/zero", "of=\(filler)", "bs=1M", "count=7"]).status.succeeded)
+        let path = ram.path + "/app.log"
+        let resume = scratch.file("resume")
+        let (size, ops, chunk) = (100, 40_000, 65536)
+        let outputs = (0..<2).map { scratch.file("writer-\($0).out") }
+        let writers = (0..<2).map {
+            writer(path, ["--worker", "\($0)", "--ops", "\(ops)", "--size", "\(size)", "--text", "--chunk-size", "\(chunk)",
+                          "--keep-going", "--pause-after-failures", "20000", "--resume-file", resume], stdout: outputs[$0])
+        }
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 60_000_000_000
+        while outputs.contains(where: { !readText($0).contains("paused") }) && nowNanoseconds(CLOCK_MONOTONIC) < deadline {
+            usleep(20_000)
+        }
+        XCTAssertTrue(outputs.allSatisfy { readText($0).contains("paused") }, "both writers reached 20,000 failures")
+        unlink(filler)  // 7 MiB free again
+        writeBytes(resume, [])
+        for child in writers {
+            let (status, stderr) = child.wait()
+            XCTAssertTrue(status.succeeded, "\(status) \(stderr)")
+        }
+        var appended = 0
+        for (w, output) in outputs.enumerated() {
+            let summary = reports(output, "appended ").first ?? ""
+            let numbers = summary.split(separator: " ").compactMap { Int($0) }
+            XCTAssertEqual(numbers.count, 2, "writer \(w): \(readText(output))")
+            XCTAssertEqual(numbers.last, 20_000, "writer \(w): no append failed after space came back: \(summary)")
+            appended += numbers.first ?? 0
+        }
+        let total = appended * size
+        let fileBytes = fileSize(path) ?? 0
+        print("\(appended) records appended (\(total) bytes); the file is \(fileBytes) bytes")
+        XCTAssertGreaterThanOrEqual(fileBytes, total)
+        XCTAssertLessThanOrEqual(fileBytes, total + chunk, "at most one chunk of slack, not 40,000 failed reservations")
+        let check = TextLines.check(try MMLogReader(path: path).read(from: 0, maxBytes: 64 << 20).bytes, size: size)
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        XCTAssertEqual(check.perWorker.values.reduce(0) { $0 + $1.count }, appended)
+        for (w, indexes) in check.perWorker { XCTAssertEqual(indexes, indexes.sorted(), "writer \(w)'s lines in order") }
+    }
+
+    // MARK: Renamed files
+
+    func testRenamingTheFilesUnderALiveWriterCostsNoRecordAndNoSIGBUS() throws {
+        let path = scratch.file("app.log")
+        let size = 60
+        let live = writer(path, ["--worker", "0", "--ops", "6000", "--size", "\(size)", "--text", "--rate", "4000",
+                                 "--chunk-size", "65536"])
+        usleep(300_000)
+        // Metadata first: an opener now finds no metadata beside a data file that a writer
+        // drives through the renamed one, and must not create a second driver for it.
+        XCTAssertEqual(rename(path + ".mmlog", scratch.file("app.log.1.mmlog")), 0)
+        let (between, betweenError) = writer(path, ["--worker", "1", "--ops", "10", "--size", "\(size)", "--text"]).wait()
+        XCTAssertEqual(between.code, 1, "refused: \(betweenError)")
+        XCTAssertTrue(betweenError.contains("another metadata file"), betweenError)
+        XCTAssertEqual(rename(path, scratch.file("app.log.1")), 0)
+        // Both renamed: a new log starts at the path.
+        let (fresh, freshError) = writer(path, ["--worker", "2", "--ops", "500", "--size", "\(size)", "--text"]).wait()
+        XCTAssertTrue(fresh.succeeded, freshError)
+        let (status, stderr) = live.wait()
+        XCTAssertTrue(status.succeeded, "the live writer kept going and closed: \(status) \(stderr)")
+        let old = TextLines.check(readBytes(scratch.file("app.log.1")), size: size)
+        XCTAssertTrue(old.hasExactly(worker: 0, count: 6000) && old.perWorker.count == 1 && old.malformed.isEmpty && old.nulBytes == 0,
+                      "the renamed log holds the live writer's records, trimmed: \(old)")
+        let new = TextLines.check(readBytes(path), size: size)
+        XCTAssertTrue(new.hasExactly(worker: 2, count: 500) && new.perWorker.count == 1, "\(new)")
+
+        // Data first: the metadata at the path still belongs to the renamed data file.
+        let other = scratch.file("other.log")
+        let second = writer(other, ["--worker", "0", "--ops", "3000", "--size", "\(size)", "--text", "--rate", "4000"])
+        usleep(300_000)
+        XCTAssertEqual(rename(other, scratch.file("other.log.1")), 0)
+        let (missing, missingError) = writer(other, ["--worker", "1", "--ops", "10", "--size", "\(size)", "--text"]).wait()
+        XCTAssertEqual(missing.code, 1, missingError)
+        XCTAssertTrue(missingError.contains("does not exist"), missingError)
+        XCTAssertTrue(second.wait().status.succeeded)
+        XCTAssertTrue(TextLines.check(readBytes(scratch.file("other.log.1")), size: size).hasExactly(worker: 0, count: 3000))
+    }
+
+    // MARK: fork
+
+    func testAForkedChildNeitherAppendsNorTouchesTheParentsLocks() throws {
+        let path = scratch.file("fork.log")
+        let resume = scratch.file("resume")
+        let output = scratch.file("parent.out")
+        let parent = writer(path, ["--worker", "0", "--ops", "1000", "--size", "40", "--text", "--fork-test", "--resume-file", resume],
+                            stdout: output)
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        while !readText(output).contains("forked") && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(10_000) }
+        XCTAssertTrue(readText(output).contains("forked"))
+        // The child refused the handle and let it go: the parent is still attached, so no one
+        // else may trim, and the parent's handle still works.
+        let other = try MMLog(path: path)
+        XCTAssertFalse(try other.trim(), "the parent's attach lock survived the child's close")
+        let status = try MMLogReader(path: path).status()
+        XCTAssertTrue(status.handles.contains { $0.pid == Int(parent.pid) && $0.alive }, "\(status.handles)")
+        try other.close()
+        writeBytes(resume, [])
+        let (exit, stderr) = parent.wait()
+        XCTAssertTrue(exit.succeeded, "\(exit) \(stderr)")
+        let check = TextLines.check(readBytes(path), size: 40)
+        XCTAssertTrue(check.hasExactly(worker: 0, count: 2000) && check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+    }
+
+    // MARK: From reading the code
+
+    func testCloseRacingAppendsLeavesNothingAfterTheLastRecord() throws {
+        for round in 0..<20 {
+            let path = scratch.file("race-\(round).log")
+            let log = try MMLog(path: path, options: .init(chunkSize: 1 << 16))
+            let succeeded = Counts(8)
+            let group = DispatchGroup()
+            for t in 0..<8 {
+                DispatchQueue.global().async(group: group) {
+                    var i = 0
+                    while (try? log.append("t\(t) line \(i) " + String(repeating: "x", count: 20) + "\n")) != nil {
+                        i += 1
+                    }
+                    succeeded.set(t, i)
+                }
+            }
+            usleep(UInt32(1000 + round * 500))
+            try log.close()
+            group.wait()
+            let expected = (0..<8).reduce(0) { total, t in
+                total + (0..<succeeded.get(t)).reduce(0) { $0 + "t\(t) line \($1) ".utf8.count + 21 }
+            }
+            XCTAssertEqual(fileSize(path), expected, "round \(round): the file is exactly the appends that returned")
+            let text = readBytes(path)
+            XCTAssertFalse(text.contains(0), "round \(round): no zeros")
+            let reopened = try MMLog(path: path)
+            XCTAssertEqual(reopened.endOffset, expected, "round \(round): the next record goes right after the last")
+            try reopened.close()
+        }
+    }
+
+    func testTrimsRacingGrowthOnAFullDiskNeverSIGBUS() throws {
+        if let why = Root.unavailable { throw XCTSkip(why) }
+        let ram = try TemporaryMount(at: scratch.file("tiny"), bytes: 1 << 20)
+        defer { ram.remove() }
+        let path = ram.path + "/trim.log"
+        // Four threads append until the disk is full while a fifth trims in a loop: a trim that
+        // extended the file sparsely and published it as allocated would make a store SIGBUS.
+        let (status, _, stderr) = TestSupport.run(product("mmlog-writer"), [
+            "--path", path, "--threads", "4", "--ops", "5000", "--size", "100", "--text", "--chunk-size", "4096",
+            "--max-chunks", "2", "--keep-going", "--trim-thread"])
+        XCTAssertNotEqual(status.signal, SIGBUS, stderr)
+        XCTAssertTrue(status.succeeded, "\(status) \(stderr)")
+        let check = TextLines.check(try MMLogReader(path: path).read(from: 0, maxBytes: 4 << 20).bytes, size: 100)
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+    }
+
+    func testOutOfRangeOptionsAndRecordSizesAreRefused() throws {
+        let path = scratch.file("limits.log")
+        for (name, options) in [("maxChunks near 2^62", MMLog.Options(maxChunks: 1 << 62)),
+                                ("maxChunks past 4096", MMLog.Options(maxChunks: 5000)),
+                                ("chunk size 2^62", MMLog.Options(chunkSize: 1 << 62))] {
+            XCTAssertThrowsError(try MMLog(path: path, options: options), name) { error in
+                XCTAssertEqual((error as? MMLogError)?.kind, .invalidOptions, "\(name): \(error)")
+            }
+        }
+        let log = try MMLog(path: path)
+        try log.append("before\n")
+        // A count large enough to reach the cursor's flag bits is refused before it touches them.
+        let huge = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 0x1000), count: 1 << 40)
+        XCTAssertThrowsError(try log.append(huge)) { error in
+            XCTAssertEqual((error as? MMLogError)?.kind, .recordTooLarge, "\(error)")
+        }
+        try log.append("after\n")
+        try log.close()
+        XCTAssertEqual(readText(path), "before\nafter\n")
+    }
+
+    func testAFailedOpenLeaksNothing() throws {
+        let path = scratch.file("refused.log")
+        writeBytes(path, Array("data\n".utf8))
+        writeBytes(path + ".mmlog", Array(String(repeating: "not a header\n", count: 400).utf8))
+        for _ in 0..<200 { _ = try? MMLog(path: path) }  // warm up caches and lazy globals
+        let before = heapInUse()
+        for _ in 0..<5000 { _ = try? MMLog(path: path) }
+        let grown = heapInUse() - before
+        XCTAssertLessThan(grown, 64 * 1024, "5,000 refused opens grew the heap by \(grown) bytes")
+        var fds = 0
+        for fd in 0..<4096 where fcntl(Int32(fd), F_GETFD) != -1 { fds += 1 }
+        XCTAssertLessThan(fds, 64, "descriptors left open: \(fds)")
+    }
+
+    /// Another process holds the grow lock (as if stopped inside a grow) while a thread of ours
+    /// waits to grow; close() must wait for that thread without burning a CPU.
+    func testCloseWaitsWithoutSpinningWhileAnotherProcessHoldsTheGrowLock() throws {
+        let path = scratch.file("stopped.log")
+        let log = try MMLog(path: path, options: .init(chunkSize: 4096, maxChunks: 2))
+        // This descriptor is another open file description: its lock excludes the handle's.
+        let fd = open(path + ".mmlog", O_RDWR)
+        defer { close(fd) }
+        let F_OFD_SETLK: Int32 = 37  // <fcntl.h>, not exported by Glibc's module
+        var lock = flock(l_type: Int16(F_WRLCK), l_whence: Int16(SEEK_SET), l_start: off_t(MetadataLayout.growLockByte), l_len: 1, l_pid: 0)
+        XCTAssertEqual(fcntl(fd, F_OFD_SETLK, &lock), 0)
+        let appended = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            for _ in 0..<100 { _ = try? log.append(String(repeating: "y", count: 1000)) }  // needs to grow: waits
+            appended.signal()
+        }
+        usleep(200_000)
+        let closed = DispatchSemaphore(value: 0)
+        let cpu = Counts(1)
+        DispatchQueue.global().async {
+            var before = rusage(), after = rusage()
+            let RUSAGE_THREAD: Int32 = 1  // <sys/resource.h>, not exported by Glibc's module
+            getrusage(__rusage_who_t(RUSAGE_THREAD), &before)
+            try? log.close()
+            getrusage(__rusage_who_t(RUSAGE_THREAD), &after)
+            func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+            cpu.set(0, Int((seconds(after.ru_utime) + seconds(after.ru_stime) - seconds(before.ru_utime) - seconds(before.ru_stime)) * 1e6))
+            closed.signal()
+        }
+        XCTAssertEqual(closed.wait(timeout: .now() + 1), .timedOut, "close waits for the append in flight")
+        lock.l_type = Int16(F_UNLCK)
+        XCTAssertEqual(fcntl(fd, F_OFD_SETLK, &lock), 0)
+        XCTAssertEqual(closed.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(appended.wait(timeout: .now() + 10), .success)
+        print("close() used \(cpu.get(0) / 1000) ms of CPU while waiting about a second")
+        XCTAssertLessThan(cpu.get(0), 200_000, "close() spun while waiting (microseconds of CPU)")
+    }
+}
+
+/// Per-thread counts that threads set and the test reads after joining them.
+final class Counts: @unchecked Sendable {
+    private var values: [Int]
+    private var lock = pthread_mutex_t()
+    init(_ count: Int) { values = Array(repeating: 0, count: count); pthread_mutex_init(&lock, nil) }
+    func set(_ i: Int, _ value: Int) { pthread_mutex_lock(&lock); values[i] = value; pthread_mutex_unlock(&lock) }
+    func get(_ i: Int) -> Int { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return values[i] }
+}
