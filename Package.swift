@@ -60,6 +60,11 @@ let package = Package(
             name: "mmlog-writer",
             dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log")]
         ),
+        // Logs through MMLogHandler in each format, from one process (used by the handler tests).
+        .executableTarget(
+            name: "mmlog-handler-writer",
+            dependencies: ["MMLog", "MMLogLogging", .product(name: "Logging", package: "swift-log")]
+        ),
         // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
         .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog", "BenchRecords"]),
         // Single-process floor comparison and resident-memory check (benchmark, not a test).
@@ -70,7 +75,7 @@ let package = Package(
         // Spawning helper processes and scratch directories, for the test targets only.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MMLogTests", dependencies: [
-                "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz",
+                "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz", "mmlog-handler-writer",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
