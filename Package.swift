@@ -65,6 +65,13 @@ let package = Package(
             name: "mmlog-handler-writer",
             dependencies: ["MMLog", "MMLogLogging", .product(name: "Logging", package: "swift-log")]
         ),
+        // Counts heap allocations by wrapping malloc, for mmlog-handler-bench only.
+        .target(name: "CHandlerBenchShims"),
+        // ns and allocations per logger.info: MMLogHandler's formats against StreamLogHandler.
+        .executableTarget(
+            name: "mmlog-handler-bench",
+            dependencies: ["MMLog", "MMLogLogging", "CHandlerBenchShims", .product(name: "Logging", package: "swift-log")]
+        ),
         // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
         .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog", "BenchRecords"]),
         // Single-process floor comparison and resident-memory check (benchmark, not a test).

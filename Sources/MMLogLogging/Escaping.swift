@@ -20,6 +20,10 @@ extension LineBuffer {
         let n = bytes.count
         var i = 0, run = 0
         while i < n {
+            if !mayNeedEscaping(word(p, at: i, count: n), quotes: quotes) {
+                i &+= 8
+                continue
+            }
             let byte = p[i]
             if byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\\") && (byte != UInt8(ascii: "\"") || !quotes) {
                 i &+= 1
@@ -62,6 +66,34 @@ extension LineBuffer {
     }
 }
 
+/// The 8 bytes at `p + i`, or the fewer left before `count` followed by `A`s (bytes that
+/// need no escaping), so that short strings and tails are checked a word at a time too.
+@inline(__always)
+func word(_ p: UnsafePointer<UInt8>, at i: Int, count: Int) -> UInt64 {
+    if i &+ 8 <= count { return UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self) }
+    var padded: UInt64 = 0x4141_4141_4141_4141
+    withUnsafeMutableBytes(of: &padded) { $0.baseAddress!.copyMemory(from: p + i, byteCount: count &- i) }
+    return padded
+}
+
+/// Whether any of 8 bytes is a control character, DEL, `\\`, non-ASCII or (with `quotes`)
+/// `"`: eight plain ASCII bytes are copied without looking at each (bit tricks from "Bit
+/// Twiddling Hacks", `haszero` and `hasless`; exact for "any", which is all that is asked).
+@inline(__always)
+func mayNeedEscaping(_ word: UInt64, quotes: Bool) -> Bool {
+    var flags = (word | (word &- 0x2020_2020_2020_2020)) & 0x8080_8080_8080_8080  // >= 0x80 or < 0x20
+    flags |= hasByte(word, 0x5C) | hasByte(word, 0x7F)
+    if quotes { flags |= hasByte(word, 0x22) }
+    return flags != 0
+}
+
+/// Nonzero when one of the 8 bytes of `word` equals `byte`.
+@inline(__always)
+func hasByte(_ word: UInt64, _ byte: UInt8) -> UInt64 {
+    let x = word ^ (0x0101_0101_0101_0101 &* UInt64(byte))
+    return (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080
+}
+
 @inline(__always)
 private func hexDigit(_ nibble: UInt8) -> UInt8 {
     nibble < 10 ? nibble &+ 0x30 : nibble &+ 0x57
@@ -84,11 +116,18 @@ func escapedWidth(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> Int {
 /// logfmt parser takes literally.
 func logfmtNeedsQuotes(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
     guard let p = bytes.baseAddress, bytes.count > 0 else { return true }
-    for i in 0..<bytes.count {
+    var i = 0
+    while i < bytes.count {
+        let bytes8 = word(p, at: i, count: bytes.count)
+        if !mayNeedEscaping(bytes8, quotes: true) && hasByte(bytes8, 0x20) | hasByte(bytes8, 0x3D) == 0 {
+            i &+= 8
+            continue
+        }
         let byte = p[i]
+        i &+= 1
         if byte <= 0x20 || byte == UInt8(ascii: "=") { return true }
-        if (byte < 0x7F && byte != UInt8(ascii: "\\") && byte != UInt8(ascii: "\"")) { continue }
-        if escapedWidth(p, i, bytes.count) > 0 { return true }
+        if byte < 0x7F && byte != UInt8(ascii: "\\") && byte != UInt8(ascii: "\"") { continue }
+        if escapedWidth(p, i &- 1, bytes.count) > 0 { return true }
     }
     return false
 }

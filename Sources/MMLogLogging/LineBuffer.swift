@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// The bytes of one log line while it is formatted: written once, in order, into memory that
-/// the thread keeps from one event to the next (`LineBuffer.withThreadBuffer`), then handed to
+/// the thread keeps from one event to the next (`Scratch`), then handed to
 /// `MMLog.append` whole.
 ///
 /// Growth is by `realloc`. When memory runs out the buffer stops writing and sets `failed`;
@@ -54,6 +54,11 @@ struct LineBuffer {
         count &+= bytes.count
     }
 
+    /// Marks the line unusable (memory ran out for something it needed).
+    mutating func fail() {
+        failed = true
+    }
+
     /// Puts `byte` at `index`, moving the bytes after it along by one.
     mutating func insert(_ byte: UInt8, at index: Int) {
         guard reserve(1), let base else { return }
@@ -102,22 +107,6 @@ struct LineBuffer {
         count &+= width
     }
 
-    /// RFC 3339 UTC time with microseconds: `2026-11-24T17:01:32.123456Z`.
-    mutating func appendTimestamp() {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let seconds = Int(now.tv_sec)
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let secondOfDay = seconds - days * 86_400
-        let (year, month, day) = civilDate(daysSinceEpoch: days)
-        appendPadded(year, width: 4); append(UInt8(ascii: "-"))
-        appendPadded(month, width: 2); append(UInt8(ascii: "-"))
-        appendPadded(day, width: 2); append(UInt8(ascii: "T"))
-        appendPadded(secondOfDay / 3600, width: 2); append(UInt8(ascii: ":"))
-        appendPadded(secondOfDay / 60 % 60, width: 2); append(UInt8(ascii: ":"))
-        appendPadded(secondOfDay % 60, width: 2); append(UInt8(ascii: "."))
-        appendPadded(Int(now.tv_nsec) / 1000, width: 6); append(UInt8(ascii: "Z"))
-    }
 }
 
 private extension UInt {
@@ -146,39 +135,58 @@ func withUTF8<R>(of text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> 
     return copy.withUTF8(body)
 }
 
-// MARK: - One buffer per thread
+// MARK: - Memory kept per thread
 
-/// What a thread keeps between events: the buffer's memory and whether it is in use.
-private struct ThreadSlot {
-    var storage: UnsafeMutablePointer<UInt8>?
-    var capacity: Int
-    var busy: Bool
+/// The calendar part of the last second formatted on a thread (`2026-11-24T17:01:32`).
+struct SecondCache {
+    var second = Int.min
+    var text: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 19 bytes used
 }
 
-/// A thread's buffer is freed when the thread exits.
+/// What a thread keeps between events: the line's memory, the metadata entries' memory, the
+/// last second formatted, and whether an event is being formatted right now.
+struct ThreadSlot {
+    var storage: UnsafeMutablePointer<UInt8>?
+    var capacity: Int
+    var entries: UnsafeMutableRawPointer?
+    var entryCapacity: Int
+    var busy: Bool
+    var seconds: SecondCache
+}
+
+/// A thread's memory is freed when the thread exits.
 private let threadSlotKey: pthread_key_t = {
     var key = pthread_key_t()
     let rc = pthread_key_create(&key) { raw in
         guard let slot = raw?.assumingMemoryBound(to: ThreadSlot.self) else { return }
         free(slot.pointee.storage)
+        free(slot.pointee.entries)
         free(slot)
     }
     precondition(rc == 0, "pthread_key_create: \(rc)")
     return key
 }()
 
-extension LineBuffer {
+/// The memory one event is formatted in: the thread's own (`acquire`), so that a thread
+/// formats its lines without allocating once its buffers are big enough, or, for a call made
+/// while the thread's is in use (a metadata value's `description` that logs, say), memory of
+/// its own, freed by `release`.
+struct Scratch {
+    var line: LineBuffer
+    private(set) var entries: UnsafeMutablePointer<MetadataEntry>?
+    private(set) var entryCapacity: Int
+    var seconds: SecondCache
+    private let slot: UnsafeMutablePointer<ThreadSlot>?
+
     /// Memory a thread keeps after a line: a line longer than this gives its memory back.
     static let retainedCapacity = 64 << 10
 
-    /// Runs `body` with this thread's buffer, emptied. The memory stays with the thread for its
-    /// next event, so a thread formats its lines without allocating once its buffer is big
-    /// enough. A call made while the thread's buffer is in use (a metadata value's
-    /// `description` that logs, say) gets a buffer of its own instead.
-    static func withThreadBuffer<R>(_ body: (inout LineBuffer) -> R) -> R {
+    static func acquire() -> Scratch {
         var slot = pthread_getspecific(threadSlotKey)?.assumingMemoryBound(to: ThreadSlot.self)
         if slot == nil, let made = calloc(1, MemoryLayout<ThreadSlot>.stride) {
             let fresh = made.assumingMemoryBound(to: ThreadSlot.self)
+            fresh.initialize(to: ThreadSlot(storage: nil, capacity: 0, entries: nil, entryCapacity: 0, busy: false,
+                                            seconds: SecondCache()))
             if pthread_setspecific(threadSlotKey, made) == 0 {
                 slot = fresh
             } else {
@@ -186,23 +194,79 @@ extension LineBuffer {
             }
         }
         guard let slot, !slot.pointee.busy else {
-            var line = LineBuffer(base: nil, capacity: 0)
-            defer { free(line.base) }
-            return body(&line)
+            return Scratch(line: LineBuffer(base: nil, capacity: 0), entries: nil, entryCapacity: 0,
+                           seconds: SecondCache(), slot: nil)
         }
         slot.pointee.busy = true
-        var line = LineBuffer(base: slot.pointee.storage, capacity: slot.pointee.capacity)
-        defer {
-            if line.capacity > retainedCapacity {
-                free(line.base)
-                slot.pointee.storage = nil
-                slot.pointee.capacity = 0
-            } else {
-                slot.pointee.storage = line.base
-                slot.pointee.capacity = line.capacity
-            }
-            slot.pointee.busy = false
+        return Scratch(line: LineBuffer(base: slot.pointee.storage, capacity: slot.pointee.capacity),
+                       entries: slot.pointee.entries?.assumingMemoryBound(to: MetadataEntry.self),
+                       entryCapacity: slot.pointee.entryCapacity, seconds: slot.pointee.seconds, slot: slot)
+    }
+
+    /// Gives the memory back to the thread (or frees it). The entries must be deinitialized.
+    mutating func release() {
+        guard let slot else {
+            free(line.base)
+            free(entries)
+            return
         }
-        return body(&line)
+        if line.capacity > Self.retainedCapacity {
+            free(line.base)
+            slot.pointee.storage = nil
+            slot.pointee.capacity = 0
+        } else {
+            slot.pointee.storage = line.base
+            slot.pointee.capacity = line.capacity
+        }
+        slot.pointee.entries = UnsafeMutableRawPointer(entries)
+        slot.pointee.entryCapacity = entryCapacity
+        slot.pointee.seconds = seconds
+        slot.pointee.busy = false
+    }
+
+    /// Uninitialized room for `count` entries; nil when memory cannot be had.
+    mutating func entryStorage(_ count: Int) -> UnsafeMutablePointer<MetadataEntry>? {
+        if count <= entryCapacity { return entries }
+        let newCapacity = max(count, 2 * entryCapacity, 16)
+        guard let grown = realloc(entries, newCapacity * MemoryLayout<MetadataEntry>.stride) else { return nil }
+        entries = grown.bindMemory(to: MetadataEntry.self, capacity: newCapacity)
+        entryCapacity = newCapacity
+        return entries
+    }
+}
+
+extension LineBuffer {
+    /// RFC 3339 UTC time with microseconds: `2026-11-24T17:01:32.123456Z`. The calendar part
+    /// is formatted once per second (per thread) and copied after that.
+    mutating func appendTimestamp(_ cache: inout SecondCache) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let seconds = Int(now.tv_sec)
+        if seconds == cache.second {
+            withUnsafeBytes(of: cache.text) { append(UnsafeBufferPointer(start: $0.bindMemory(to: UInt8.self).baseAddress, count: 19)) }
+        } else {
+            let start = count
+            appendCalendarSecond(seconds)
+            if let base, count - start == 19 {
+                withUnsafeMutableBytes(of: &cache.text) { $0.baseAddress!.copyMemory(from: base + start, byteCount: 19) }
+                cache.second = seconds
+            }
+        }
+        append(UInt8(ascii: "."))
+        appendPadded(Int(now.tv_nsec) / 1000, width: 6)
+        append(UInt8(ascii: "Z"))
+    }
+
+    /// `2026-11-24T17:01:32` for a time in seconds since 1970 (19 bytes).
+    mutating func appendCalendarSecond(_ seconds: Int) {
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secondOfDay = seconds - days * 86_400
+        let (year, month, day) = civilDate(daysSinceEpoch: days)
+        appendPadded(year, width: 4); append(UInt8(ascii: "-"))
+        appendPadded(month, width: 2); append(UInt8(ascii: "-"))
+        appendPadded(day, width: 2); append(UInt8(ascii: "T"))
+        appendPadded(secondOfDay / 3600, width: 2); append(UInt8(ascii: ":"))
+        appendPadded(secondOfDay / 60 % 60, width: 2); append(UInt8(ascii: ":"))
+        appendPadded(secondOfDay % 60, width: 2)
     }
 }

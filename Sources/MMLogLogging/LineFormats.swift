@@ -14,21 +14,23 @@ import Logging
 // fully qualified type), swift-log's names for them, ahead of the metadata.
 
 extension MMLogHandler {
-    /// Formats `event` (with `provided`, the metadata provider's values) as one line.
-    func format(_ event: LogEvent, provided: Logger.Metadata?, into line: inout LineBuffer) {
+    /// Formats `event` (with `provided`, the metadata provider's values) as one line in
+    /// `scratch.line`.
+    func format(_ event: LogEvent, provided: Logger.Metadata?, into scratch: inout Scratch) {
         let error = event.error.map { error in (message: "\(error)", type: String(reflecting: type(of: error))) }
-        withMergedMetadata(base: metadata, provided: provided, explicit: event.metadata) { entries in
-            switch format {
-            case .text: formatText(event, error: error, entries, into: &line)
-            case .logfmt: formatLogfmt(event, error: error, entries, into: &line)
-            case .json: formatJSON(event, error: error, entries, into: &line)
-            }
+        let entries = mergeMetadata(base: metadata, provided: provided, explicit: event.metadata, into: &scratch)
+        defer { _ = entries.deinitialize() }
+        switch format {
+        case .text: formatText(event, error: error, entries, into: &scratch.line, &scratch.seconds)
+        case .logfmt: formatLogfmt(event, error: error, entries, into: &scratch.line, &scratch.seconds)
+        case .json: formatJSON(event, error: error, entries, into: &scratch.line, &scratch.seconds)
         }
     }
 
     private func formatText(_ event: LogEvent, error: (message: String, type: String)?,
-                            _ entries: UnsafeMutableBufferPointer<MetadataEntry>, into line: inout LineBuffer) {
-        line.appendTimestamp()
+                            _ entries: UnsafeMutableBufferPointer<MetadataEntry>, into line: inout LineBuffer,
+                            _ seconds: inout SecondCache) {
+        line.appendTimestamp(&seconds)
         line.append(" ")
         line.appendRaw(event.level.rawValue)
         line.append(" ")
@@ -50,8 +52,8 @@ extension MMLogHandler {
             line.append(" error.type=")
             line.appendEscaped(error.type, quotes: false)
         }
-        for entry in entries {
-            line.appendPair(key: entry.key, entry.value, quoted: false)
+        for i in entries.indices {
+            line.appendPair(key: entries[i].key, entries[i].value, quoted: false)
         }
         line.append(" ")
         line.appendEscaped(event.message.description, quotes: false)
@@ -59,9 +61,10 @@ extension MMLogHandler {
     }
 
     private func formatLogfmt(_ event: LogEvent, error: (message: String, type: String)?,
-                              _ entries: UnsafeMutableBufferPointer<MetadataEntry>, into line: inout LineBuffer) {
+                              _ entries: UnsafeMutableBufferPointer<MetadataEntry>, into line: inout LineBuffer,
+                            _ seconds: inout SecondCache) {
         line.append("ts=")
-        line.appendTimestamp()
+        line.appendTimestamp(&seconds)
         line.append(" level=")
         line.appendRaw(event.level.rawValue)
         line.append(" label=")
@@ -84,16 +87,17 @@ extension MMLogHandler {
             line.append(" error.type=")
             line.appendLogfmtValue(error.type)
         }
-        for entry in entries {
-            line.appendPair(key: entry.key, entry.value, quoted: true)
+        for i in entries.indices {
+            line.appendPair(key: entries[i].key, entries[i].value, quoted: true)
         }
         line.append("\n")
     }
 
     private func formatJSON(_ event: LogEvent, error: (message: String, type: String)?,
-                            _ entries: UnsafeMutableBufferPointer<MetadataEntry>, into line: inout LineBuffer) {
+                            _ entries: UnsafeMutableBufferPointer<MetadataEntry>, into line: inout LineBuffer,
+                            _ seconds: inout SecondCache) {
         line.append("{\"ts\":\"")
-        line.appendTimestamp()
+        line.appendTimestamp(&seconds)
         line.append("\",\"level\":\"")
         line.appendRaw(event.level.rawValue)
         line.append("\",\"label\":")
@@ -116,12 +120,12 @@ extension MMLogHandler {
             line.append(",\"error.type\":")
             line.appendJSONString(error.type)
         }
-        for entry in entries {
+        for i in entries.indices {
             line.append(",")
-            if withUTF8(of: entry.key, isReservedKey) { line.append("\"_") } else { line.append("\"") }
-            line.appendEscaped(entry.key, quotes: true)
+            if withUTF8(of: entries[i].key, isReservedKey) { line.append("\"_") } else { line.append("\"") }
+            line.appendEscaped(entries[i].key, quotes: true)
             line.append("\":")
-            line.appendJSON(entry.value)
+            line.appendJSON(entries[i].value)
         }
         line.append("}\n")
     }
@@ -135,50 +139,50 @@ struct MetadataEntry {
     var value: Logger.MetadataValue
 }
 
-/// Calls `body` with the metadata of one event, sorted by key: the handler's `metadata`, then
-/// the provider's values over it, then the call site's over both (swift-log's order: the same
-/// as `StreamLogHandler`). Up to a kilobyte of entries (about a dozen) live on the stack, so the
-/// merge allocates nothing.
-func withMergedMetadata<R>(base: Logger.Metadata, provided: Logger.Metadata?, explicit: Logger.Metadata?,
-                           _ body: (UnsafeMutableBufferPointer<MetadataEntry>) -> R) -> R {
+/// The metadata of one event, sorted by key, in the scratch's entry storage (initialized:
+/// the caller deinitializes them): the handler's `metadata`, then the provider's values over
+/// it, then the call site's over both (swift-log's order, the same as `StreamLogHandler`'s).
+/// The storage is the thread's, so merging allocates nothing once it is big enough.
+func mergeMetadata(base: Logger.Metadata, provided: Logger.Metadata?, explicit: Logger.Metadata?,
+                   into scratch: inout Scratch) -> UnsafeMutableBufferPointer<MetadataEntry> {
     let provided = provided.flatMap { $0.isEmpty ? nil : $0 }
     let explicit = explicit.flatMap { $0.isEmpty ? nil : $0 }
     let bound = base.count + (provided?.count ?? 0) + (explicit?.count ?? 0)
-    if bound == 0 { return body(UnsafeMutableBufferPointer(start: nil, count: 0)) }
-
-    func forEachMerged(_ add: (String, Logger.MetadataValue) -> Void) {
-        if let explicit {
-            for (key, value) in explicit { add(key, value) }
-        }
-        if let provided {
-            for (key, value) in provided where explicit?[key] == nil { add(key, value) }
-        }
-        for (key, value) in base where explicit?[key] == nil && provided?[key] == nil { add(key, value) }
+    guard bound > 0 else { return UnsafeMutableBufferPointer(start: nil, count: 0) }
+    guard let storage = scratch.entryStorage(bound) else {
+        scratch.line.fail()
+        return UnsafeMutableBufferPointer(start: nil, count: 0)
     }
-
-    if bound * MemoryLayout<MetadataEntry>.stride <= 1024 {
-        return withUnsafeTemporaryAllocation(of: MetadataEntry.self, capacity: bound) { storage in
-            var count = 0
-            forEachMerged { key, value in
-                (storage.baseAddress! + count).initialize(to: MetadataEntry(key: key, value: value))
-                count += 1
-            }
-            let entries = UnsafeMutableBufferPointer(rebasing: storage[..<count])
-            defer { _ = entries.deinitialize() }
-            sortByKey(entries)
-            return body(entries)
+    var count = 0
+    if let explicit {
+        for (key, value) in explicit {
+            (storage + count).initialize(to: MetadataEntry(key: key, value: value))
+            count += 1
         }
     }
-    var array: [MetadataEntry] = []
-    array.reserveCapacity(bound)
-    forEachMerged { key, value in array.append(MetadataEntry(key: key, value: value)) }
-    array.sort { $0.key < $1.key }
-    return array.withUnsafeMutableBufferPointer { body($0) }
+    if let provided {
+        for (key, value) in provided where explicit?[key] == nil {
+            (storage + count).initialize(to: MetadataEntry(key: key, value: value))
+            count += 1
+        }
+    }
+    for (key, value) in base where explicit?[key] == nil && provided?[key] == nil {
+        (storage + count).initialize(to: MetadataEntry(key: key, value: value))
+        count += 1
+    }
+    let entries = UnsafeMutableBufferPointer(start: storage, count: count)
+    sortByKey(entries)
+    return entries
 }
 
-/// Insertion sort: the handful of entries an event carries, without a temporary buffer.
+/// Insertion sort for the handful of entries an event carries (no temporary buffer); the
+/// standard library's sort beyond that.
 private func sortByKey(_ entries: UnsafeMutableBufferPointer<MetadataEntry>) {
     guard entries.count > 1 else { return }
+    if entries.count > 32 {
+        var entries = entries
+        return entries.sort { $0.key < $1.key }
+    }
     for i in 1..<entries.count {
         var j = i
         while j > 0 && entries[j].key < entries[j - 1].key {
@@ -188,23 +192,27 @@ private func sortByKey(_ entries: UnsafeMutableBufferPointer<MetadataEntry>) {
     }
 }
 
-/// The fields every line may carry. A metadata key equal to one of these, or to one of these
-/// with leading underscores, is written with one more leading underscore (`level` as
+/// Whether a key is one of the fields a line may carry (`ts`, `level`, `label`, `pid`,
+/// `source`, `file`, `line`, `msg`, `error.message`, `error.type`), perhaps behind leading
+/// underscores. Such a metadata key is written with one more leading underscore (`level` as
 /// `_level`, `_level` as `__level`): a line's own fields are never shadowed, and no two keys
 /// of a line are equal.
-let reservedKeys: [StaticString] = ["ts", "level", "label", "pid", "source", "file", "line", "msg",
-                                    "error.message", "error.type"]
-
 func isReservedKey(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
-    var rest = key[...]
-    while rest.first == UInt8(ascii: "_") { rest = rest.dropFirst() }
-    guard rest.count >= 2, rest.count <= 13 else { return false }
-    for reserved in reservedKeys where reserved.utf8CodeUnitCount == rest.count {
-        if UnsafeBufferPointer(start: reserved.utf8Start, count: reserved.utf8CodeUnitCount).elementsEqual(rest) {
-            return true
-        }
+    guard let p = key.baseAddress else { return false }
+    var start = 0
+    while start < key.count && p[start] == UInt8(ascii: "_") { start += 1 }
+    let rest = p + start, count = key.count - start
+    func equals(_ name: StaticString) -> Bool { memcmp(rest, name.utf8Start, count) == 0 }
+    switch count {
+    case 2: return equals("ts")
+    case 3: return equals("pid") || equals("msg")
+    case 4: return equals("file") || equals("line")
+    case 5: return equals("level") || equals("label")
+    case 6: return equals("source")
+    case 10: return equals("error.type")
+    case 13: return equals("error.message")
+    default: return false
     }
-    return false
 }
 
 extension LineBuffer {

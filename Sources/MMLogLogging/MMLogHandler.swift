@@ -77,26 +77,31 @@ public struct MMLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let provided = metadataProvider?.get()
-        let appended = LineBuffer.withThreadBuffer { line -> Bool in
-            format(event, provided: provided, into: &line)
-            if line.failed {
-                Self.report(.outOfMemory, "MMLogHandler: out of memory formatting a line for \(log.path); the event was dropped")
-                return false
-            }
-            do {
-                try log.append(line.bytes)
-                return true
-            } catch {
-                Self.report(.append, "MMLogHandler: cannot append to \(log.path): \(error); the event was dropped")
-                return false
-            }
-        }
+        var scratch = Scratch.acquire()
+        format(event, provided: provided, into: &scratch)
+        let appended = append(scratch.line)
+        scratch.release()
         guard appended, let syncLevel, event.level >= syncLevel else { return }
         do {
             try log.sync()
             Self.syncs.add(1, ordering: .relaxed)
         } catch {
             Self.report(.sync, "MMLogHandler: cannot sync \(log.path): \(error)")
+        }
+    }
+
+    /// Appends one formatted line; false (reported) when it could not.
+    private func append(_ line: LineBuffer) -> Bool {
+        if line.failed {
+            Self.report(.outOfMemory, "MMLogHandler: out of memory formatting a line for \(log.path); the event was dropped")
+            return false
+        }
+        do {
+            try log.append(line.bytes)
+            return true
+        } catch {
+            Self.report(.append, "MMLogHandler: cannot append to \(log.path): \(error); the event was dropped")
+            return false
         }
     }
 

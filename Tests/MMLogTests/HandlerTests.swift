@@ -68,6 +68,41 @@ final class HandlerTests: XCTestCase {
         }
     }
 
+    /// Escaping looks at 8 bytes at a time: a character to escape at every offset of strings
+    /// from 1 to 20 bytes, in each format.
+    func testEscapingAtEveryOffset() throws {
+        var samples: [String] = []
+        for special in ["\n", "\"", "\\", "\u{7F}", "\u{0}", "\u{85}", "\u{2028}", "\u{2029}", "é", "=", " ", "😀"] {
+            for length in 0..<20 {
+                for offset in 0...length {
+                    samples.append(String(repeating: "a", count: offset) + special + String(repeating: "b", count: length - offset))
+                }
+            }
+        }
+        for format in MMLogHandler.Format.allCases {
+            let written = try lines(format) { logger, _ in
+                for sample in samples { logger.info("\(sample)", metadata: ["v": "\(sample)"]) }
+            }
+            XCTAssertEqual(written.count, samples.count, "\(format): one line per event")
+            for (line, sample) in zip(written, samples) {
+                XCTAssertFalse(line.unicodeScalars.contains(where: lineBreaking), "\(format): a raw line break: \(line)")
+                switch format {
+                case .json:
+                    let object = try parseJSONLine(line)
+                    XCTAssertEqual(utf8(object["msg"]), Array(sample.utf8), line)
+                    XCTAssertEqual(utf8(object["v"]), Array(sample.utf8), line)
+                case .logfmt:
+                    let fields = try parseLogfmtLine(line)
+                    XCTAssertEqual(utf8(fields["msg"]), Array(sample.utf8), line)
+                    XCTAssertEqual(utf8(fields["v"]), Array(sample.utf8), line)
+                case .text:
+                    let escaped = referenceEscape(sample, quotes: false)
+                    XCTAssertTrue(line.hasSuffix(" : v=\(escaped) \(escaped)"), line)
+                }
+            }
+        }
+    }
+
     func testTextLinesEscapeEverythingThatCouldBreakALine() throws {
         let text = try lines(.text) { logger, _ in
             for nasty in nastyStrings {
