@@ -275,7 +275,31 @@ for run in 1...args.runs {
     let note = "run \(run) of \(args.runs) done\n"
     _ = note.utf8CString.withUnsafeBytes { write(2, $0.baseAddress, $0.count - 1) }
 }
-let names = ["text": "MMLogHandler .text", "logfmt": "MMLogHandler .logfmt", "json": "MMLogHandler .json",
+/// The filesystem type of `path`, by statfs magic number.
+func filesystem(_ path: String) -> String {
+    let magic = handler_bench_filesystem_magic(path)
+    guard magic != -1 else { return "unknown" }
+    switch UInt(bitPattern: magic) {
+    case 0xEF53: return "ext4"
+    case 0x58465342: return "xfs"
+    case 0x9123683E: return "btrfs"
+    case 0x01021994: return "tmpfs"
+    case 0x2FC12FC1: return "zfs"
+    default: return "0x" + String(UInt(bitPattern: magic), radix: 16)
+    }
+}
+
+var names = utsname()
+uname(&names)
+let kernel = withUnsafeBytes(of: &names.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+var now = time(nil), parts = tm()
+gmtime_r(&now, &parts)
+var stamp = [CChar](repeating: 0, count: 32)
+strftime(&stamp, stamp.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
+print("command: \(CommandLine.arguments.joined(separator: " "))")
+print("date: \(String(cString: stamp)), kernel \(kernel), \(filesystem(dir)) (\(dir)), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores")
+print("")
+let labels = ["text": "MMLogHandler .text", "logfmt": "MMLogHandler .logfmt", "json": "MMLogHandler .json",
              "stream": "StreamLogHandler, FILE* O_APPEND", "raw": "MMLog.append, preformatted 120 B (floor)",
              "noop": "no-op handler (swift-log's own cost)"]
 print("| handler | procs | ns/call, median (min-max) | allocations/call |")
@@ -284,7 +308,7 @@ for procs in args.procs {
     for handler in args.handlers {
         let all = runs["\(handler) \(procs)"] ?? []
         let ns = all.map(\.nanosecondsPerCall), allocations = all.map(\.allocationsPerCall)
-        print("| \(names[handler] ?? handler) | \(procs) | \(fixed(median(ns), 0)) (\(fixed(ns.min() ?? 0, 0))-\(fixed(ns.max() ?? 0, 0))) | \(fixed(median(allocations), 2)) |")
+        print("| \(labels[handler] ?? handler) | \(procs) | \(fixed(median(ns), 0)) (\(fixed(ns.min() ?? 0, 0))-\(fixed(ns.max() ?? 0, 0))) | \(fixed(median(allocations), 2)) |")
     }
 }
 if args.dir.isEmpty {
