@@ -3,6 +3,7 @@
 // Used by the handler tests (Tests/MMLogTests/HandlerTests.swift), which start several at once:
 //   mmlog-handler-writer --path P [--format text|logfmt|json] [--lines N] [--threads T]
 //                        [--value-hex HEX]... [--source-location] [--levels LABEL,LABEL,...]
+//                        [--after-close N]
 //
 // Default mode: thread t of the process logs lines i = 0..<N through `Logger(label: "writer")`:
 //   logger.info(<value i>, metadata: ["t": t, "i": i, "v": <value i+1>,
@@ -10,6 +11,8 @@
 // where the values are the --value-hex arguments (hex UTF-8; default: one value, "message").
 // --levels: for each label, logs one event at each level ("<label> <level>") through a
 // handler that reads its level from the environment (LOG_LEVEL, LOG_LEVEL_<label>).
+// --after-close: closes the log, then logs N errors into it (syncLevel .error): the handler
+// must report the failure once on stderr and carry on.
 // Exits 0 when done, 2 on bad arguments. MMLogHandler reports its own failures on stderr.
 #if canImport(Glibc)
 import Glibc
@@ -26,6 +29,7 @@ struct Arguments {
     var values: [String] = []
     var sourceLocation = false
     var levelLabels: [String] = []
+    var afterClose = 0
 
     static func parse(_ argv: [String]) -> Arguments {
         var args = Arguments()
@@ -54,8 +58,9 @@ struct Arguments {
                 args.values.append(String(decoding: bytes, as: UTF8.self))
             case "--source-location": args.sourceLocation = true
             case "--levels": args.levelLabels = value().split(separator: ",").map(String.init)
+            case "--after-close": args.afterClose = number(value())
             case "-h", "--help":
-                print("usage: mmlog-handler-writer --path P [--format text|logfmt|json] [--lines N] [--threads T] [--value-hex HEX]... [--source-location] [--levels L1,L2]")
+                print("usage: mmlog-handler-writer --path P [--format text|logfmt|json] [--lines N] [--threads T] [--value-hex HEX]... [--source-location] [--levels L1,L2] [--after-close N]")
                 exit(0)
             default: fail("unknown argument \(argv[i])")
             }
@@ -113,7 +118,14 @@ do {
     fail("\(error)")
 }
 
-if !args.levelLabels.isEmpty {
+if args.afterClose > 0 {
+    do { try log.close() } catch { fail("close: \(error)") }
+    let logger = Logger(label: "closed") { label in MMLogHandler(label: label, log: log, format: args.format, syncLevel: .error) }
+    for i in 0..<args.afterClose {
+        logger.error("into a closed log \(i)")
+    }
+    exit(0)
+} else if !args.levelLabels.isEmpty {
     for label in args.levelLabels {
         let logger = Logger(label: label) { label in MMLogHandler(label: label, log: log, format: args.format) }
         for level in Logger.Level.allCases {

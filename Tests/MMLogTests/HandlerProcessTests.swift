@@ -106,6 +106,22 @@ final class HandlerProcessTests: XCTestCase {
         }
     }
 
+    func testAFailedAppendIsReportedOncePerProcessAndTheProcessCarriesOn() throws {
+        let scratch = ScratchDirectory("mmlog-handler-closed")
+        defer { scratch.remove() }
+        let path = scratch.file("closed.log")
+        for format in MMLogHandler.Format.allCases {
+            let (status, stdout, stderr) = TestSupport.run(product("mmlog-handler-writer"), ["--path", path, "--format", "\(format)", "--after-close", "5"])
+            XCTAssertEqual(status.code, 0, "\(format): \(status) \(stderr)")
+            XCTAssertEqual(stdout, "")
+            let reports = stderr.split(separator: "\n")
+            XCTAssertEqual(reports.count, 1, "\(format): one report for five failed appends: \(stderr)")
+            XCTAssertTrue(reports.first?.hasPrefix("MMLogHandler: cannot append to \(path): ") == true, stderr)
+            XCTAssertTrue(reports.first?.hasSuffix("; the event was dropped; further failures of this kind are not reported") == true, stderr)
+            XCTAssertEqual(fileSize(path), 0, "\(format): nothing written")
+        }
+    }
+
     func testLevelsComeFromTheEnvironmentOfEachProcess() throws {
         let scratch = ScratchDirectory("mmlog-handler-env")
         defer { scratch.remove() }

@@ -311,16 +311,6 @@ final class HandlerTests: XCTestCase {
         XCTAssertEqual(objects[2]["value"] as? String, "described")
     }
 
-    func testFailedAppendsInEveryFormatAreDroppedNotFatal() throws {
-        let log = try MMLog(path: scratch.file("closed.log"))
-        try log.close()
-        for format in MMLogHandler.Format.allCases {
-            let logger = Logger(label: "test") { label in MMLogHandler(label: label, log: log, format: format, syncLevel: .error) }
-            logger.error("into a closed log")
-        }
-        XCTAssertEqual(fileSize(scratch.file("closed.log")), 0, "nothing written, and no crash")
-    }
-
     func testCalendarArithmeticMatchesGmtime() {
         for seconds in [0, 86_399, 86_400, 951_782_400, 951_868_800, 4_107_542_400, 1_700_000_000, 253_402_300_799, -86_400, -2_208_988_800] {
             var t = time_t(seconds), parts = tm()
