@@ -67,6 +67,18 @@ let package = Package(
             dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // Logs through MMLogHandler in each format, from one process (used by the handler tests).
+        .executableTarget(
+            name: "mmlog-handler-writer",
+            dependencies: ["MMLog", "MMLogLogging", .product(name: "Logging", package: "swift-log")]
+        ),
+        // Counts heap allocations by wrapping malloc, for mmlog-handler-bench only.
+        .target(name: "CHandlerBenchShims"),
+        // ns and allocations per logger.info: MMLogHandler's formats against StreamLogHandler.
+        .executableTarget(
+            name: "mmlog-handler-bench",
+            dependencies: ["MMLog", "MMLogLogging", "CHandlerBenchShims", .product(name: "Logging", package: "swift-log")]
+        ),
         // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
         .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog", "BenchRecords"]),
         // Single-process floor comparison and resident-memory check (benchmark, not a test).
@@ -79,6 +91,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["CTestSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "MMLogTests", dependencies: [
                 "MMLog", "MMLogLogging", "BenchRecords", "TestSupport", "mmlog-writer", "mmlog-fuzz", "mmlog",
+                "mmlog-handler-writer",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

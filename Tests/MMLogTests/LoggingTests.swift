@@ -15,6 +15,7 @@ final class LoggingTests: XCTestCase {
             spawn(product("mmlog-writer"), ["--path", path, "--worker", "\(p * threads)", "--threads", "\(threads)",
                                            "--ops", "\(lines)", "--swift-log", "--chunk-size", "65536"])
         }
+        let pids = Set(children.map(\.pid))
         for child in children {
             let (status, stderr) = child.wait()
             XCTAssertTrue(status.succeeded, "\(status) \(stderr)")
@@ -23,16 +24,17 @@ final class LoggingTests: XCTestCase {
         XCTAssertTrue(text.hasSuffix("\n"))
         var seen = Set<String>()
         for line in text.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
-            // 2026-11-24T17:01:32.123456Z info worker.3 : i=17 worker=3 record 17
+            // 2026-11-24T17:01:32.123456Z info worker.3[4242] mmlog_writer : i=17 worker=3 record 17
             let fields = line.split(separator: " ")
-            guard fields.count == 8, fields[1] == "info", fields[3] == ":", fields[0].hasSuffix("Z"),
-                  fields[4].hasPrefix("i="), fields[5].hasPrefix("worker="), fields[6] == "record",
-                  fields[2] == "worker.\(fields[5].dropFirst(7))", fields[4].dropFirst(2) == fields[7]
+            guard fields.count == 9, fields[1] == "info", fields[3] == "mmlog_writer", fields[4] == ":", fields[0].hasSuffix("Z"),
+                  fields[5].hasPrefix("i="), fields[6].hasPrefix("worker="), fields[7] == "record",
+                  fields[2].hasPrefix("worker.\(fields[6].dropFirst(7))["), fields[5].dropFirst(2) == fields[8],
+                  let pid = pid_t(fields[2].drop { $0 != "[" }.dropFirst().dropLast()), pids.contains(pid)
             else {
                 XCTFail("torn or foreign line: \(line)")
                 continue
             }
-            XCTAssertTrue(seen.insert("\(fields[5]) \(fields[4])").inserted, "duplicate line: \(line)")
+            XCTAssertTrue(seen.insert("\(fields[6]) \(fields[5])").inserted, "duplicate line: \(line)")
         }
         XCTAssertEqual(seen.count, processes * threads * lines, "every line present once")
     }
@@ -58,6 +60,6 @@ final class LoggingTests: XCTestCase {
         try log.close()
         let text = readText(path)
         XCTAssertEqual(text.filter { $0 == "\n" }.count, 1, text)
-        XCTAssertTrue(text.hasSuffix(" warning app : n=1 request=a\\nb two\\nlines\n"), text)
+        XCTAssertTrue(text.hasSuffix(" warning app[\(getpid())] MMLogTests : n=1 request=a\\nb two\\nlines\n"), text)
     }
 }
