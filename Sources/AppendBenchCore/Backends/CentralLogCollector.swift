@@ -97,6 +97,12 @@ final class CentralLogCollector: RunService {
                               acknowledged: Bool, fsyncEvery: Int, shared: UnsafeMutableRawPointer, parent: pid_t) -> Never {
         setProcessName("cla-collector")
         _ = cb_die_with_parent(parent)  // never outlive a harness that was killed
+        // A connection per worker: --procs 1024 needs more than a default soft limit of 1024 files.
+        var files = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < rlim_t(workers + 64) {
+            files.rlim_cur = min(files.rlim_max, rlim_t(workers + 64))
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
+        }
         func fail(_ message: String) -> Never {
             let bytes = Array(message.utf8.prefix(messageCapacity))
             bytes.withUnsafeBytes { (shared + messageOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
