@@ -12,7 +12,8 @@ struct AppendBench: ParsableCommand {
         discussion: """
         Forks --procs worker processes. Each opens the backend, waits at a common start barrier, \
         appends --ops records of --size bytes, and closes. Total Time runs from the barrier's \
-        release until the last worker has closed. Afterwards every byte of the output is read back \
+        release until the last worker has closed (and, for the central log service, its collector \
+        has appended the last record and closed the file). Afterwards every byte of the output is read back \
         and checked: every record present once, whole, and (where the backend writes one record at \
         a time) in order. A run that fails or does not verify is reported as such and makes the \
         exit status non-zero.
