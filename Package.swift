@@ -95,6 +95,9 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .testTarget(name: "AppendBenchTests", dependencies: ["AppendBenchCore", "BenchRecords", "TestSupport", "appendbench"]),
+        .testTarget(name: "AppendBenchTests", dependencies: [
+                "AppendBenchCore", "BenchRecords", "TestSupport", "appendbench",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]),
     ]
 )

@@ -5,28 +5,79 @@
 
 - throughput-procs-N.png: payload GB/s against record size per backend (log-log),
   one figure per process count;
+- cpu-per-call-procs-N.png: CPU time (user + system, workers and the central log service's
+  collector) per record against record size per backend, one figure per process count;
 - speedup.png: mmlog's throughput over write(O_APPEND) across sizes, one line per
   process count (ratios from the same invocation);
-- latency.png: p50 and p99 per call against record size, where --latency was used;
+- latency.png: p50, p99 and p99.9 per call against record size, where --latency was used;
 - timeline.png (from a --timeline CSV, as scripts/saturation.sh writes): throughput over
   time per backend, with the moments each crossed the dirty page limits marked.
 
 Only verified rows are drawn; each point is the median of its runs.
+
+It brings its own matplotlib: when python3 has none, the first run makes a virtual
+environment in .build/plot-venv (python3 -m venv, then pip install matplotlib from PyPI;
+as root it installs Debian's python3-venv first when venv is missing) and runs itself
+there; later runs reuse it.
 """
 import argparse
 import collections
 import csv
 import os
 import statistics
+import subprocess
 import sys
 
-try:
-    import matplotlib
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, ".build", "plot-venv")
+VENV_PYTHON = os.path.join(VENV, "bin", "python3")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError:
-    sys.exit("plot.py needs matplotlib: pip install matplotlib")
+
+def say(message):
+    print(f"plot.py: {message}", file=sys.stderr, flush=True)
+
+
+def make_venv():
+    """Creates VENV; where Debian split venv out of python3 (no ensurepip), installs python3-venv as root."""
+    if subprocess.run([sys.executable, "-m", "venv", VENV], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode == 0:
+        return
+    subprocess.run(["rm", "-rf", VENV])
+    if os.geteuid() != 0 or subprocess.run(["sh", "-c", "command -v apt-get"], stdout=subprocess.DEVNULL).returncode != 0:
+        sys.exit(f"plot.py: {sys.executable} -m venv failed; install python3-venv (Debian: sudo apt-get install -y python3-venv)")
+    say("python3 -m venv needs Debian's python3-venv: installing it")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(["apt-get", "install", "-y", "-q", "python3-venv"], env=env, stdout=sys.stderr).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=sys.stderr, check=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "python3-venv"], env=env, stdout=sys.stderr, check=True)
+    subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+
+
+def bring_matplotlib():
+    """Imports matplotlib, or re-runs this script in .build/plot-venv after providing it there."""
+    try:
+        import matplotlib  # noqa: F401
+        return
+    except ImportError:
+        pass
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        sys.exit(f"plot.py: matplotlib is still missing in {VENV}; remove that directory and run again")
+    has_it = os.path.exists(VENV_PYTHON) and subprocess.run(
+        [VENV_PYTHON, "-c", "import matplotlib"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if not has_it:
+        say(f"first use: installing matplotlib into {os.path.relpath(VENV, os.getcwd())} (once; needs PyPI)")
+        if not os.path.exists(VENV_PYTHON):
+            make_venv()
+        install = [VENV_PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "matplotlib"]
+        if subprocess.run(install, stdout=sys.stderr).returncode != 0:
+            sys.exit(f"plot.py: pip could not install matplotlib into {VENV}")
+    os.execv(VENV_PYTHON, [VENV_PYTHON, os.path.abspath(__file__)] + sys.argv[1:])
+
+
+bring_matplotlib()
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def load(paths):
@@ -77,6 +128,36 @@ def plot_throughput(rows, out):
     return written
 
 
+def plot_cpu(rows, out):
+    """CPU time per record: where write() spends system time and mmlog does not."""
+    cpu = medians(rows, "cpu_per_call_us")
+    if not cpu:
+        return []  # a CSV from before appendbench measured CPU time
+    backends = list(dict.fromkeys(row["backend"] for row in rows))
+    written = []
+    for procs in sorted({key[1] for key in cpu}):
+        figure, axes = plt.subplots(figsize=(8, 5.5))
+        for backend in backends:
+            points = sorted((size, value) for (b, p, size), value in cpu.items() if b == backend and p == procs)
+            if points:
+                axes.plot(*zip(*points), marker="o", label=backend, linewidth=2.5 if backend == "mmlog" else 1.2,
+                          linestyle=":" if backend == "null" else "-")
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel("record size (bytes)")
+        axes.set_ylabel("CPU time per record (μs, user + system)")
+        axes.set_title(f"CPU cost of appending, {procs} process{'es' if procs > 1 else ''} "
+                       f"(cla: workers + collector)\n{title_suffix(rows)}")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
+        path = os.path.join(out, f"cpu-per-call-procs-{procs}.png")
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
 def plot_speedup(rows, out):
     speedup = medians(rows, "speedup_vs_write")
     figure, axes = plt.subplots(figsize=(8, 5))
@@ -100,17 +181,20 @@ def plot_speedup(rows, out):
 
 
 def plot_latency(rows, out):
-    p50, p99 = medians(rows, "p50_us"), medians(rows, "p99_us")
+    series = [("p50", medians(rows, "p50_us"), "-"), ("p99", medians(rows, "p99_us"), "--"),
+              ("p99.9", medians(rows, "p999_us"), ":")]
+    p50 = series[0][1]
     if not p50:
         return []
     procs = max(key[1] for key in p50)
     figure, axes = plt.subplots(figsize=(8, 5))
     for backend in dict.fromkeys(row["backend"] for row in rows):
-        for values, style in ((p50, "-"), (p99, ":")):
+        color = None
+        for name, values, style in series:
             points = sorted((size, v) for (b, p, size), v in values.items() if b == backend and p == procs)
             if points:
-                label = f"{backend} {'p50' if values is p50 else 'p99'}"
-                axes.plot(*zip(*points), linestyle=style, marker=".", label=label)
+                line, = axes.plot(*zip(*points), linestyle=style, marker=".", label=f"{backend} {name}", color=color)
+                color = line.get_color()
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.set_xlabel("record size (bytes)")
@@ -167,7 +251,7 @@ def main():
     if "t_ms" in rows[0]:
         written = plot_timeline(rows, out)
     else:
-        written = plot_throughput(rows, out) + plot_speedup(rows, out) + plot_latency(rows, out)
+        written = plot_throughput(rows, out) + plot_cpu(rows, out) + plot_speedup(rows, out) + plot_latency(rows, out)
     for path in written:
         print(path)
 

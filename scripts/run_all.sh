@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The full matrix: record sizes x process counts x every backend, into one CSV.
-#   scripts/run_all.sh [--quick] [--out DIR] [--runs N]
+# The full matrix: record sizes x process counts x every backend, into one CSV, then the
+# plots (scripts/plot.py, which brings its own matplotlib) into DIR/plots.
+#   scripts/run_all.sh [--quick] [--out DIR] [--runs N] [--no-plots]
 # Each (size, procs) pair is two appendbench invocations: every backend but direct, then
 # direct beside write (O_DIRECT is ~100x slower per call, so it gets fewer records). Every
 # speedup in the CSV was measured side by side with write in the same invocation.
@@ -10,23 +11,25 @@ out="$ROOT/results"
 runs=1
 sizes=(1 16 64 128 512 1024 4095 4096 16384 65536)
 procs_list=(1 2 4 8)
+plots=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) sizes=(1 128 4095 65536); procs_list=(1 4); shift ;;
         --out) out="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
-        -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-plots) plots=0; shift ;;
+        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
 prepare_measurement "$out"   # sets $stamp; builds before the clock starts
 csv="$out/matrix-$stamp.csv"
 
-all_backends="mmlog,write,writev,fwrite,aio,uring,floor,null"
+all_backends="mmlog,write,writev,fwrite,aio,uring,cla,cla-async,floor,null"
 # O_DIRECT costs ~100 us a write here: it runs apart, with fewer records, beside its own
 # write(O_APPEND) row so its ratio is still measured side by side.
 direct_backends="direct,write"
-cells_per_pair=9
+cells_per_pair=11
 total=$(( ${#sizes[@]} * ${#procs_list[@]} * cells_per_pair ))
 cell=0
 failed=0
@@ -59,4 +62,8 @@ for size in "${sizes[@]}"; do
 done
 rm -f "$out/.last-table.txt"
 echo "wrote $csv ($cell cells in $(( $(date +%s) - started ))s, $failed invocations with failures)" >&2
+if [ "$plots" -eq 1 ]; then
+    echo "drawing the plots into $out/plots" >&2
+    python3 "$ROOT/scripts/plot.py" "$csv" --out "$out/plots" >&2 || { echo "run_all.sh: plotting failed" >&2; exit 1; }
+fi
 [ "$failed" -eq 0 ]

@@ -32,11 +32,20 @@ public struct BackendConfig: Sendable {
     /// Bytes all workers of the run append together (procs x ops x record size); only the
     /// `floor` backend, which maps the whole output up front, needs it.
     public var totalBytes: Int
+    /// `--fsync-every`, for a backend whose run service makes the records durable (the CLA's
+    /// collector syncs every this many records it appends); 0: never. Workers get their
+    /// `sync()` calls from the harness instead.
+    public var fsyncEvery: Int
+    /// Where the run's service listens, set by `prepareRun` for the workers forked after it
+    /// (the CLA collector's socket name); nil when the backend has no service.
+    public var serviceAddress: String?
 
     public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
                 chunkSize: Int = mmlogDefaults.chunkSize, maxChunks: Int = mmlogDefaults.maxChunks,
                 prefault: MMLogPrefault = mmlogDefaults.prefault, hugePages: Bool = mmlogDefaults.hugePages,
-                prefetch: Bool = mmlogDefaults.prefetch, totalBytes: Int = 0) {
+                prefetch: Bool = mmlogDefaults.prefetch, totalBytes: Int = 0, fsyncEvery: Int = 0) {
+        self.fsyncEvery = fsyncEvery
+        self.serviceAddress = nil
         self.prefetch = prefetch
         self.prefault = prefault
         self.hugePages = hugePages
@@ -73,10 +82,12 @@ public struct BackendError: Error, CustomStringConvertible, Sendable {
 
 /// One way of appending records to a file: the harness knows backends only through this.
 ///
-/// Lifecycle, in each worker process: `init` opens the output (before the start barrier,
-/// untimed), then `append` once per record, then `finish` (flush or reap what is
-/// outstanding) and `close`, both timed. A failed or short write throws; it is never
-/// counted as a success. Methods run on one thread.
+/// Lifecycle of a run: in the parent, `prepareRun` (optional; starts what the workers share,
+/// such as a collector process). Then in each worker process: `init` opens the output (before
+/// the start barrier, untimed), then `append` once per record, then `finish` (flush or reap
+/// what is outstanding) and `close`, both timed. Then in the parent, after every worker has
+/// exited, the run service's `finish` (optional; waits for its queue to drain). A failed or
+/// short write throws; it is never counted as a success. Methods run on one thread.
 public protocol AppendBackend: AnyObject, SendableMetatype {
     /// Registry key, as given to `--backends` (e.g. "write").
     static var key: String { get }
@@ -92,6 +103,13 @@ public protocol AppendBackend: AnyObject, SendableMetatype {
     static func preservesOrder(config: BackendConfig) -> Bool
     /// Whether the output holds the records afterwards (false only for `null`).
     static var writesRecords: Bool { get }
+    /// Optional. Called in the parent once per run, before any worker forks (fio's engine
+    /// `setup` hook): starts what every worker of the run shares (a process, a socket) and
+    /// records in `config` how workers reach it; they are forked with the config as it is when
+    /// this returns. Returns the run's service, which the harness finishes after the workers
+    /// have exited (fio's `cleanup`), or nil: the default, nothing shared. Its time counts in
+    /// Setup; a throw fails the run with the error.
+    static func prepareRun(config: inout BackendConfig, workers: Int) throws -> (any RunService)?
 
     /// Opens the output for one worker.
     init(config: BackendConfig) throws
@@ -112,6 +130,41 @@ extension AppendBackend {
     public static func stride(directory: String, config: BackendConfig) throws -> Int { config.recordSize }
     public static func preservesOrder(config: BackendConfig) -> Bool { true }
     public static var writesRecords: Bool { true }
+    public static func prepareRun(config: inout BackendConfig, workers: Int) throws -> (any RunService)? { nil }
+}
+
+/// What a backend runs beside its workers for one run (the central log service's collector),
+/// made by `AppendBackend.prepareRun`. The harness knows it only through this.
+///
+/// While the workers run, the harness reaps any child that exits; a child among `processes`
+/// is handed back to `finish` rather than mistaken for a worker. A service must never let
+/// the run pass for done while work it accepted is still queued: `finish` returns only when
+/// its last work is done, and says when that was.
+public protocol RunService: AnyObject {
+    /// The child processes it started (the harness does not count them among the workers).
+    var processes: [pid_t] { get }
+    /// Called once, in the parent, after every worker has exited. When `workersSucceeded`,
+    /// waits until the service has done all its work (and its processes have exited);
+    /// otherwise stops it. Then releases everything `prepareRun` made. `reaped` holds the
+    /// exits of its processes the harness reaped while waiting for the workers.
+    func finish(workersSucceeded: Bool, reaped: [pid_t: ProcessExit]) -> RunServiceOutcome
+}
+
+/// What a run service did, for the run's measurement.
+public struct RunServiceOutcome: Sendable {
+    /// CLOCK_MONOTONIC when its last work was done (for the CLA: the last record appended and
+    /// the file closed); Total Time ends no earlier. nil when it failed.
+    public var finishedAt: UInt64?
+    /// CPU its processes used after their own setup, counted with the workers' CPU time.
+    public var cpu: CPUTime
+    /// Why it failed, one line per problem; empty when it did its work.
+    public var failures: [String]
+
+    public init(finishedAt: UInt64?, cpu: CPUTime, failures: [String]) {
+        self.finishedAt = finishedAt
+        self.cpu = cpu
+        self.failures = failures
+    }
 }
 
 /// Every backend, in table order. Adding a backend is adding its file and one line here.
@@ -124,6 +177,8 @@ public enum Backends {
         DirectBackend.self,
         AIOBackend.self,
         URingBackend.self,
+        CLABackend.self,
+        CLAAsyncBackend.self,
         FloorBackend.self,
         NullBackend.self,
     ]
@@ -132,32 +187,5 @@ public enum Backends {
 
     public static func named(_ key: String) -> (any AppendBackend.Type)? {
         all.first { $0.key == key }
-    }
-}
-
-/// Opens `path` for appending with extra `flags`; throws with the path and errno.
-func openForAppend(_ path: String, extraFlags: Int32 = 0) throws -> Int32 {
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | extraFlags, 0o644)
-    if fd < 0 { throw BackendError.system("open(\(path))") }
-    return fd
-}
-
-/// fdatasync(fd), retried on EINTR; throws with the path and errno.
-func syncData(_ fd: Int32, _ path: String) throws {
-    if retryingInterrupts({ Int(fdatasync(fd)) }) != 0 { throw BackendError.system("fdatasync(\(path))") }
-}
-
-/// Closes `fd`, reporting failure (on some filesystems close reports deferred write errors).
-func closeChecked(_ fd: Int32, _ path: String) throws {
-    if Glibc.close(fd) != 0 && errno != EINTR { throw BackendError.system("close(\(path))") }
-}
-
-/// Calls `body` again while it fails with EINTR: the one place the backends retry an
-/// interrupted system call. Returns the last result (negative, with errno set, on failure).
-@inline(__always)
-func retryingInterrupts(_ body: () -> Int) -> Int {
-    while true {
-        let result = body()
-        if result >= 0 || errno != EINTR { return result }
     }
 }

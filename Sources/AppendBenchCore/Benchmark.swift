@@ -30,13 +30,15 @@ public struct BenchmarkOptions: Sendable {
     public var warmMemory = true
     /// Hold the VM's free page reporting off for the invocation (root; `PageReporting`).
     public var holdPageReporting = false
+    /// Records per second each worker appends, on an absolute schedule; 0: as fast as it can.
+    public var rate = 0
 
     public init() {}
 
     func config(path: String) -> BackendConfig {
         BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks,
                       prefault: prefault, hugePages: hugePages, prefetch: prefetch,
-                      totalBytes: procs * ops * size)
+                      totalBytes: procs * ops * size, fsyncEvery: fsyncEvery)
     }
 }
 
@@ -48,12 +50,38 @@ public struct RunResult: Sendable {
     public var verification: VerificationReport?
     public var records: Int
     public var payloadBytes: Int
+    /// Bytes the output's block device wrote between a `syncfs` before the run and one after
+    /// (`BlockDevice`); nil where there is no block device.
+    public var deviceBytes: Int?
+
+    public init(run: Int, measurement: Measurement, verification: VerificationReport?, records: Int, payloadBytes: Int,
+                deviceBytes: Int? = nil) {
+        self.run = run
+        self.measurement = measurement
+        self.verification = verification
+        self.records = records
+        self.payloadBytes = payloadBytes
+        self.deviceBytes = deviceBytes
+    }
 
     public var failed: Bool { !measurement.failures.isEmpty || verification.map { !$0.ok } ?? false }
     public var totalMilliseconds: Double { Double(measurement.totalNanoseconds) / 1e6 }
     public var microsecondsPerCall: Double { Double(measurement.totalNanoseconds) / 1e3 / Double(records) }
     /// Payload bytes per second / 1e9 (decimal gigabytes; bytes per nanosecond).
     public var gigabytesPerSecond: Double { Double(payloadBytes) / Double(max(measurement.totalNanoseconds, 1)) }
+    /// CPU time of every process of the run (workers and service), in microseconds per record.
+    public var cpuMicrosecondsPerCall: Double { Double(measurement.cpu.totalNanoseconds) / 1e3 / Double(max(records, 1)) }
+    /// Device bytes / payload bytes.
+    public var writeAmplification: Double? {
+        guard let deviceBytes, payloadBytes > 0 else { return nil }
+        return Double(deviceBytes) / Double(payloadBytes)
+    }
+    /// Records per second each worker achieved: its records over its time from the start
+    /// barrier until it closed its backend.
+    public var workerRates: [Double] {
+        let perWorker = Double(records) / Double(max(measurement.workerNanoseconds.count, 1))
+        return measurement.workerNanoseconds.map { perWorker / (Double(max($0, 1)) / 1e9) }
+    }
 }
 
 /// Every run of one backend.
@@ -131,7 +159,7 @@ public enum Benchmark {
                 let key = results[index].key
                 let label = "[\(step)/\(total)] \(key)" + (options.runs > 1 ? " run \(run)/\(options.runs)" : "")
                 let outcome = measureOnce(Backends.named(key)!, run: run, options, directory, stride: results[index].stride,
-                                          progress: status.map { report in { done in
+                                          device: facts.device, progress: status.map { report in { done in
                                               report("\(label): \(done)/\(options.procs * options.ops) records")
                                           } })
                 results[index].runs.append(outcome)
@@ -159,7 +187,7 @@ public enum Benchmark {
     }
 
     private static func measureOnce<B: AppendBackend>(_ type: B.Type, run: Int, _ options: BenchmarkOptions, _ directory: String,
-                                                      stride: Int, progress: ((Int) -> Void)?) -> RunResult {
+                                                      stride: Int, device: BlockDevice?, progress: ((Int) -> Void)?) -> RunResult {
         let path = outputPath(directory, type.key)
         removeOutput(path)
         settleFilesystem(directory)
@@ -171,7 +199,14 @@ public enum Benchmark {
                                    scratchDirectory: directory, progress: progress)
         plan.syncEvery = options.fsyncEvery
         plan.timelineInterval = UInt64(options.timelineMilliseconds) * 1_000_000
+        plan.rate = options.rate
+        let deviceBefore = device?.bytesWritten()
         let measurement = WorkerPool.measure(type, plan)
+        var deviceBytes: Int?
+        if let device, let deviceBefore {
+            settleFilesystem(directory)  // everything the run left dirty reaches the device
+            deviceBytes = device.bytesWritten().map { Int($0 &- deviceBefore) }
+        }
         var verification: VerificationReport?
         if measurement.failures.isEmpty && type.writesRecords {
             let expectation = Expectation(workers: options.procs, ops: options.ops, size: options.size, stride: stride,
@@ -186,7 +221,7 @@ public enum Benchmark {
         }
         let records = options.procs * options.ops
         return RunResult(run: run, measurement: measurement, verification: verification,
-                         records: records, payloadBytes: records * options.size)
+                         records: records, payloadBytes: records * options.size, deviceBytes: deviceBytes)
     }
 
     /// Refuses to start a run that cannot fit, rather than failing half way through it.

@@ -33,13 +33,17 @@ public struct MachineFacts: Sendable {
     public var cores: Int
     /// Free page reporting during the runs (`PageReporting`).
     public var pageReporting: PageReporting.State = .absent
+    /// The block device under the output directory, whose writes each run counts; nil on
+    /// tmpfs and other filesystems without one.
+    public var device: BlockDevice?
 
     public static func probe(directory: String) -> MachineFacts {
         MachineFacts(
             kernel: readFirstLine("/proc/sys/kernel/osrelease") ?? "unknown",
             filesystem: filesystemType(of: directory) ?? "unknown",
             cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
-            pageReporting: PageReporting.current)
+            pageReporting: PageReporting.current,
+            device: BlockDevice.holding(directory))
     }
 }
 

@@ -22,9 +22,10 @@ extension BenchmarkReport {
 
     /// The markdown table with its notes, as printed to stdout.
     public var table: String {
-        var header = ["Category", "Total Time (ms)", "Time per Call (μs)", "Throughput (GB/s)", "vs write()"]
-        if options.latency { header += ["p50 (μs)", "p99 (μs)"] }
-        header += ["Setup (ms)", "Verified"]
+        var header = ["Category", "Total Time (ms)", "Time per Call (μs)", "Throughput (GB/s)", "vs write()", "CPU per Call (μs)"]
+        if options.latency { header += ["p50 (μs)", "p99 (μs)", "p99.9 (μs)", "max (μs)"] }
+        if options.rate > 0 { header += ["Rate (/s per worker)"] }
+        header += ["Setup (ms)", "Write Amp.", "Verified"]
         var lines = [headline, "", row(header), "|" + header.map { String(repeating: "-", count: max($0.count, 3)) }.joined(separator: "|") + "|"]
         var details: [String] = []
         for result in results {
@@ -40,12 +41,15 @@ extension BenchmarkReport {
             }
             var cells = [result.category, fixed(run.totalMilliseconds, run.totalMilliseconds >= 100 ? 0 : 1),
                          fixed(run.microsecondsPerCall, 2), fixed(run.gigabytesPerSecond, 3),
-                         speedup(run).map { fixed($0, 2) + "x" } ?? "n/a"]
+                         speedup(run).map { fixed($0, 2) + "x" } ?? "n/a", fixed(run.cpuMicrosecondsPerCall, 2)]
             if options.latency {
-                cells += [run.measurement.latency.map { fixed(Double($0.valueAtPercentile(50)) / 1e3, 2) } ?? "",
-                          run.measurement.latency.map { fixed(Double($0.valueAtPercentile(99)) / 1e3, 2) } ?? ""]
+                cells += Self.latencyPercentiles.map { percentile in
+                    latencyMicroseconds(run, percentile).map { fixed($0, $0 >= 1000 ? 0 : 2) } ?? ""
+                }
             }
+            if options.rate > 0 { cells.append(run.workerRates.min().map { fixed($0, 0) } ?? "") }
             cells.append(fixed(Double(run.measurement.setupNanoseconds) / 1e6, 1))
+            cells.append(result.writesRecords ? run.writeAmplification.map { fixed($0, 2) } ?? "n/a" : "n/a")
             cells.append(verifiedCell(result))
             lines.append(row(cells))
             for failed in result.runs where failed.failed {
@@ -77,7 +81,8 @@ extension BenchmarkReport {
             "Throughput is payload bytes / seconds / 1e9 (decimal GB/s). The article's column is Gibit/s: "
                 + "multiply ours by 7.451 (8e9 / 2^30) to compare with it.",
             "Time per Call is Total Time / (processes x operations); Total Time runs from the start barrier until the last "
-                + "worker has finished and closed. Setup (forking and opening) is not in it.",
+                + "worker has finished and closed (and a backend's run service, the central log service's collector, has "
+                + "done its last work). Setup (forking and opening) is not in it.",
         ]
         if options.runs > 1 {
             notes.append("Each row is the median of \(options.runs) runs by total time; min and max are in the CSV/JSON.")
@@ -109,8 +114,34 @@ extension BenchmarkReport {
             break
         }
         if let stealNote { notes.append(stealNote) }
+        notes.append("CPU per Call is the CPU time (user + system, wait4's rusage) the run's processes used from the start "
+                     + "barrier's release until they exited, less what each had used before it (forking, opening, the "
+                     + "barrier), over processes x operations; for the central log service it includes the collector "
+                     + "process (from when every worker had connected). User/system split per run in the CSV/JSON.")
+        if options.latency {
+            notes.append(options.rate > 0
+                ? "Latency runs from each record's scheduled time, not from when the worker got to it: a stall counts "
+                    + "for every record it delayed (coordinated omission corrected)."
+                : "Latency is each call's own time (p50, p99, p99.9, max over every call of every worker).")
+        }
+        if options.rate > 0 {
+            notes.append("Each worker appended \(options.rate) records per second on an absolute schedule (worker w offset by "
+                         + "w/\(options.procs) of an interval), sleeping between records; Rate is the slowest worker's records "
+                         + "over its time from the start barrier until it closed.")
+        }
+        if let device = facts.device {
+            notes.append("Write Amp. is the bytes the device \(device.name) wrote during the run (its sectors-written counter, "
+                         + "\(device.statPath), between a syncfs before the run and one after, outside Total Time) over "
+                         + "the payload bytes; anything else writing to \(device.name) meanwhile counts too.")
+        } else {
+            notes.append("Write Amp. is n/a: \(facts.filesystem) at \(directory) has no block device to count writes on.")
+        }
         if options.fsyncEvery > 0 {
             notes.append("Every worker made its records durable (fdatasync; msync for floor) after every \(options.fsyncEvery) records.")
+            if results.contains(where: { $0.key.hasPrefix("cla") && $0.unsupported == nil }) {
+                notes.append("The central log service's collector instead ran fdatasync after every \(options.fsyncEvery) records "
+                             + "it appended (all workers' together), before answering (cla) or without being waited for (cla-async).")
+            }
         }
         if options.timelineMilliseconds > 0 || options.fsyncEvery > 0 {
             notes.append("Dirty page limits: \(DirtyLimits.read().description).")
@@ -119,7 +150,7 @@ extension BenchmarkReport {
         return notes
     }
 
-    private func stealMilliseconds(_ run: RunResult) -> String? {
+    func stealMilliseconds(_ run: RunResult) -> String? {
         run.measurement.stealNanoseconds.map { fixed(Double($0) / 1e6, 0) }
     }
 
@@ -142,173 +173,15 @@ extension BenchmarkReport {
         "| " + cells.joined(separator: " | ") + " |"
     }
 
-    // MARK: CSV
+    /// The percentiles the table shows with --latency (100: the largest).
+    static let latencyPercentiles = [50.0, 99.0, 99.9, 100.0]
 
-    public static let csvHeader = [
-        "date", "backend", "category", "procs", "ops", "size", "stride", "batch", "depth", "chunk_size", "run", "runs",
-        "total_ms", "per_call_us", "throughput_gbps", "speedup_vs_write", "setup_ms",
-        "median_total_ms", "min_total_ms", "max_total_ms",
-        "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
-        "verified", "records", "kernel", "filesystem", "error", "fsync_every", "max_chunks", "prefault", "huge_pages", "prefetch",
-        "warm_memory", "page_reporting", "steal_ms",
-    ].joined(separator: ",")
-
-    /// One row per backend per run (unsupported backends: one row, run 0).
-    public var csvRows: [String] {
-        var rows: [String] = []
-        for result in results {
-            let common = [date, result.key, result.category, "\(options.procs)", "\(options.ops)", "\(options.size)",
-                          "\(result.stride)", "\(options.batch)", "\(options.depth)", "\(options.chunkSize)"]
-            if let reason = result.unsupported {
-                rows.append(csvLine(common + ["0", "\(options.runs)"] + Array(repeating: "", count: 13)
-                                    + ["unsupported", "0", facts.kernel, facts.filesystem, reason] + mmlogKnobs + [""]))
-                continue
-            }
-            let stats = [result.median, result.fastest, result.slowest].map { $0.map { fixed($0.totalMilliseconds, 3) } ?? "" }
-            for run in result.runs {
-                let latency = run.measurement.latency
-                let percentiles = [50.0, 90.0, 99.0, 99.9].map { p in latency.map { fixed(Double($0.valueAtPercentile(p)) / 1e3, 3) } ?? "" }
-                    + [latency.map { fixed(Double($0.max) / 1e3, 3) } ?? ""]
-                let failed = !run.measurement.failures.isEmpty
-                let verified = failed ? "failed" : !result.writesRecords ? "n/a" : run.verification?.ok == true ? "yes" : "no"
-                let error = run.measurement.failures.first ?? (run.verification?.ok == false ? "\(run.verification!)" : "")
-                rows.append(csvLine(common + [
-                    "\(run.run)", "\(options.runs)",
-                    failed ? "" : fixed(run.totalMilliseconds, 3), failed ? "" : fixed(run.microsecondsPerCall, 4),
-                    failed ? "" : fixed(run.gigabytesPerSecond, 4), failed ? "" : speedup(run).map { fixed($0, 3) } ?? "",
-                    fixed(Double(run.measurement.setupNanoseconds) / 1e6, 3),
-                ] + stats + percentiles + [verified, "\(run.verification?.wholeRecords ?? 0)", facts.kernel, facts.filesystem,
-                                           error] + mmlogKnobs + [stealMilliseconds(run) ?? ""]))
-            }
-        }
-        return rows
+    /// The latency at `percentile` (100: the largest) in microseconds, when it was recorded.
+    func latencyMicroseconds(_ run: RunResult, _ percentile: Double) -> Double? {
+        guard let latency = run.measurement.latency, latency.totalCount > 0 else { return nil }
+        let nanoseconds = percentile >= 100 ? latency.max : latency.valueAtPercentile(percentile)
+        return Double(nanoseconds) / 1e3
     }
-
-    /// The CSV's last columns: fsync_every, the MMLog knobs, warm_memory and page_reporting.
-    private var mmlogKnobs: [String] {
-        ["\(options.fsyncEvery)", "\(options.maxChunks)", options.prefault.rawValue, "\(options.hugePages)", "\(options.prefetch)",
-         "\(options.warmMemory)", facts.pageReporting.rawValue]
-    }
-
-    /// Appends this report's rows to `path`, writing the header first when the file is new or empty.
-    public func appendCSV(to path: String) throws {
-        try appendLines(csvRows, header: Self.csvHeader, to: path)
-    }
-
-    // MARK: Timeline
-
-    /// Throughput per interval, one row per backend, run and interval, with the dirty limits
-    /// in force (so a plot can mark where writeback throttling should start).
-    public func appendTimeline(to path: String) throws {
-        let limits = DirtyLimits.read()
-        let interval = Double(options.timelineMilliseconds)
-        var lines: [String] = []
-        for result in results {
-            for run in result.runs where run.measurement.failures.isEmpty {
-                var cumulative = 0
-                for (b, records) in run.measurement.timeline.enumerated() {
-                    let bytes = records * options.size
-                    cumulative += bytes
-                    lines.append(csvLine([date, result.key, "\(options.procs)", "\(options.size)", "\(run.run)",
-                                          fixed(interval, 0), fixed(Double(b + 1) * interval, 0), "\(records)", "\(bytes)",
-                                          "\(cumulative)", fixed(Double(bytes) / 1e6 / (interval / 1e3), 3),
-                                          "\(limits.backgroundThresholdBytes)", "\(limits.throttleBytes)",
-                                          facts.kernel, facts.filesystem]))
-                }
-            }
-        }
-        try appendLines(lines, header: "date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,"
-                            + "mb_per_s,dirty_background_bytes,dirty_throttle_bytes,kernel,filesystem", to: path)
-    }
-
-    // MARK: JSON
-
-    public var json: String {
-        var backends: [String] = []
-        for result in results {
-            var fields = [("backend", jsonString(result.key)), ("category", jsonString(result.category)),
-                          ("stride", "\(result.stride)")]
-            if let reason = result.unsupported {
-                fields.append(("unsupported", jsonString(reason)))
-            } else {
-                fields.append(("verified", result.writesRecords ? "\(!result.failed)" : "null"))
-                fields.append(("median_total_ms", result.median.map { fixed($0.totalMilliseconds, 3) } ?? "null"))
-                fields.append(("min_total_ms", result.fastest.map { fixed($0.totalMilliseconds, 3) } ?? "null"))
-                fields.append(("max_total_ms", result.slowest.map { fixed($0.totalMilliseconds, 3) } ?? "null"))
-                fields.append(("runs", "[" + result.runs.map(jsonRun).joined(separator: ", ") + "]"))
-            }
-            backends.append(jsonObject(fields))
-        }
-        return jsonObject([
-            ("date", jsonString(date)), ("kernel", jsonString(facts.kernel)), ("filesystem", jsonString(facts.filesystem)),
-            ("cores", "\(facts.cores)"), ("directory", jsonString(directory)),
-            ("procs", "\(options.procs)"), ("ops", "\(options.ops)"), ("size", "\(options.size)"),
-            ("batch", "\(options.batch)"), ("depth", "\(options.depth)"), ("chunk_size", "\(options.chunkSize)"),
-            ("max_chunks", "\(options.maxChunks)"), ("prefault", jsonString(options.prefault.rawValue)),
-            ("huge_pages", "\(options.hugePages)"), ("prefetch", "\(options.prefetch)"),
-            ("warm_memory", "\(options.warmMemory)"), ("page_reporting", jsonString(facts.pageReporting.rawValue)),
-            ("runs", "\(options.runs)"), ("throughput_unit", jsonString("payload bytes / s / 1e9")),
-            ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]"),
-        ]) + "\n"
-    }
-
-    private func jsonRun(_ run: RunResult) -> String {
-        var fields = [("run", "\(run.run)"), ("setup_ms", fixed(Double(run.measurement.setupNanoseconds) / 1e6, 3))]
-        if let steal = stealMilliseconds(run) { fields.append(("steal_ms", steal)) }
-        if run.measurement.failures.isEmpty {
-            fields += [("total_ms", fixed(run.totalMilliseconds, 3)), ("per_call_us", fixed(run.microsecondsPerCall, 4)),
-                       ("throughput_gbps", fixed(run.gigabytesPerSecond, 4)),
-                       ("speedup_vs_write", speedup(run).map { fixed($0, 3) } ?? "null")]
-        }
-        if let latency = run.measurement.latency {
-            fields += [50.0, 90.0, 99.0, 99.9].map { p in
-                ("p\(p == 99.9 ? "999" : String(Int(p)))_us", fixed(Double(latency.valueAtPercentile(p)) / 1e3, 3))
-            }
-        }
-        if let verification = run.verification {
-            fields += [("verified", "\(verification.ok)"), ("records", "\(verification.wholeRecords)")]
-            if !verification.ok { fields.append(("verification", jsonString("\(verification)"))) }
-        }
-        if !run.measurement.failures.isEmpty {
-            fields.append(("failures", "[" + run.measurement.failures.map(jsonString).joined(separator: ", ") + "]"))
-        }
-        return jsonObject(fields)
-    }
-
-    public func writeJSON(to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw BackendError.system("open(\(path))") }
-        defer { close(fd) }
-        try writeAll(fd, json, path)
-    }
-}
-
-/// Appends `lines` to the CSV file at `path`, writing `header` first when the file is new or empty.
-private func appendLines(_ lines: [String], header: String, to path: String) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-    if fd < 0 { throw BackendError.system("open(\(path))") }
-    defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw BackendError.system("fstat(\(path))") }
-    let text = (st.st_size == 0 ? [header] : []) + lines
-    try writeAll(fd, text.joined(separator: "\n") + "\n", path)
-}
-
-private func writeAll(_ fd: Int32, _ text: String, _ path: String) throws {
-    var text = text
-    try text.withUTF8 { bytes in
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { throw BackendError.system("write(\(path))") }
-            done += n
-        }
-    }
-}
-
-private func jsonObject(_ fields: [(String, String)]) -> String {
-    "{" + fields.map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
 }
 
 func jsonString(_ text: String) -> String {
@@ -335,10 +208,6 @@ func jsonString(_ text: String) -> String {
 func csvField(_ text: String) -> String {
     guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) else { return text }
     return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-}
-
-private func csvLine(_ fields: [String]) -> String {
-    fields.map(csvField).joined(separator: ",")
 }
 
 /// `value` with exactly `decimals` digits after the point (no Foundation needed).

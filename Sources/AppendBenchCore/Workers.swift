@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Atomics
 import BenchRecords
+import CBackends
 import Histogram
 
 /// What one timed run of one backend measured.
@@ -20,6 +21,23 @@ public struct Measurement: Sendable {
     /// CPU time the hypervisor gave to others while the workers ran (`StealClock`), or nil
     /// where the kernel does not account it.
     public var stealNanoseconds: UInt64?
+    /// CPU time the workers used from the start barrier's release until they exited: wait4's
+    /// rusage of each, less what it had used by the release (forking, opening, the barrier).
+    public var workerCPU = CPUTime()
+    /// CPU time the backend's run service used after its own setup (the CLA's collector).
+    public var serviceCPU = CPUTime()
+    /// Each worker's time from the start barrier's release until it had closed its backend.
+    public var workerNanoseconds: [UInt64] = []
+
+    public init(totalNanoseconds: UInt64, setupNanoseconds: UInt64, latency: Histogram<UInt64>?, failures: [String]) {
+        self.totalNanoseconds = totalNanoseconds
+        self.setupNanoseconds = setupNanoseconds
+        self.latency = latency
+        self.failures = failures
+    }
+
+    /// Everything the run's processes used, workers and service.
+    public var cpu: CPUTime { workerCPU + serviceCPU }
 }
 
 /// Forks `procs` workers from this (single-threaded) process, each appending `ops` records
@@ -27,7 +45,9 @@ public struct Measurement: Sendable {
 ///
 /// Workers and parent share one anonymous `MAP_SHARED` region: a ready count and a start
 /// flag, then a slot per worker for its result. A worker that fails writes why into its
-/// slot and exits 1; one that dies is found by `waitpid`. Neither is ever counted as done.
+/// slot and exits 1; one that dies is found by `wait4`. Neither is ever counted as done.
+/// A backend's run service (`AppendBackend.prepareRun`) is started before the workers fork
+/// and finished after they exit; the run ends no earlier than its last work.
 enum WorkerPool {
     struct Plan {
         var procs: Int
@@ -44,6 +64,9 @@ enum WorkerPool {
         var syncEvery = 0
         /// Record each worker's progress every this many nanoseconds; 0: no timeline.
         var timelineInterval: UInt64 = 0
+        /// Records per second each worker appends, paced against an absolute schedule; 0: as
+        /// fast as it can.
+        var rate = 0
     }
 
     /// Most timeline intervals recorded per worker; later ones are dropped.
@@ -60,6 +83,7 @@ enum WorkerPool {
     private static let endField = 8       // monotonic ns after close
     private static let countField = 16    // records appended so far (updated every 1024)
     private static let lengthField = 24   // message length
+    private static let cpuField = 32      // CPUTime (two words) at the start barrier's release
     private static let messageField = 64
 
     static func measure<B: AppendBackend>(_ backend: B.Type, _ plan: Plan) -> Measurement {
@@ -79,6 +103,14 @@ enum WorkerPool {
         let start = atomic(region, startOffset)
 
         let forkedAt = monotonicNanoseconds()
+        let service: (any RunService)?
+        do {
+            service = try B.prepareRun(config: &plan.config, workers: plan.procs)
+        } catch {
+            return Measurement(totalNanoseconds: 0, setupNanoseconds: monotonicNanoseconds() - forkedAt, latency: nil,
+                               failures: ["\(B.key): prepare: \(error)"])
+        }
+        let serviceProcesses = Set(service?.processes ?? [])
         var pids: [pid_t] = []
         var failures: [String] = []
         for w in 0..<plan.procs {
@@ -94,12 +126,25 @@ enum WorkerPool {
             pids.append(pid)
         }
 
+        // Every child that exits is reaped here: a worker, or a process of the run service
+        // (kept for its `finish`). Returns false when there is nothing left to wait for.
+        var exited: [pid_t: ProcessExit] = [:]
+        var serviceExits: [pid_t: ProcessExit] = [:]
+        func reap(wait: Bool) -> Bool {
+            do {
+                guard let (pid, exit) = try reapChild(-1, wait: wait) else { return true }
+                if serviceProcesses.contains(pid) { serviceExits[pid] = exit } else { exited[pid] = exit }
+                return true
+            } catch {
+                return false
+            }
+        }
+
         // Wait until every worker has opened its backend (or died trying).
-        var exited: [pid_t: Int32] = [:]
         while Int(ready.load(ordering: .acquiring)) + exited.count < pids.count && failures.isEmpty {
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid > 0 { exited[pid] = status } else { usleep(50) }
+            let before = exited.count + serviceExits.count
+            if !reap(wait: false) { break }
+            if exited.count + serviceExits.count == before { usleep(50) }
         }
         let setup = monotonicNanoseconds() - forkedAt
         let stealBefore = StealClock.read()
@@ -109,13 +154,9 @@ enum WorkerPool {
         // Wait for them all, reporting progress.
         let deadline = startedAt + 1_000_000_000
         while exited.count < pids.count {
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, plan.progress == nil ? 0 : WNOHANG)
-            if pid > 0 {
-                exited[pid] = status
-            } else if pid < 0 && errno != EINTR {
-                break
-            } else if let progress = plan.progress {
+            let before = exited.count + serviceExits.count
+            if !reap(wait: plan.progress == nil) { break }
+            if exited.count + serviceExits.count == before, let progress = plan.progress {
                 usleep(200_000)
                 if monotonicNanoseconds() > deadline {
                     progress((0..<pids.count).reduce(0) { $0 + Int(load(region, $1, countField)) })
@@ -123,29 +164,44 @@ enum WorkerPool {
             }
         }
 
-        let stealAfter = StealClock.read()
         var last: UInt64 = startedAt
+        var workerCPU = CPUTime()
+        var workerNanoseconds: [UInt64] = []
         for (w, pid) in pids.enumerated() {
             let slot = region + slotsOffset + w * slotSize
             let state = slot.load(fromByteOffset: stateField, as: UInt64.self)
-            let status = exited[pid] ?? 0
-            let exitedCleanly = status & 0x7f == 0 && (status >> 8) & 0xff == 0
-            if state == 1 && exitedCleanly {
-                last = max(last, slot.load(fromByteOffset: endField, as: UInt64.self))
+            let exit = exited[pid]
+            if let exit { workerCPU = workerCPU + (exit.cpu - CPUTime.load(from: slot + cpuField)) }
+            if state == 1 && exit?.succeeded == true {
+                let end = slot.load(fromByteOffset: endField, as: UInt64.self)
+                last = max(last, end)
+                workerNanoseconds.append(end &- startedAt)
                 continue
             }
             var why: String
             if state == 2 {
                 let length = Int(slot.load(fromByteOffset: lengthField, as: UInt64.self))
                 why = String(decoding: UnsafeRawBufferPointer(start: slot + messageField, count: min(length, messageCapacity)), as: UTF8.self)
-            } else if status & 0x7f != 0 {
-                why = "killed by signal \(status & 0x7f) (\(String(cString: strsignal(status & 0x7f))))"
-                why += " after \(load(region, w, countField)) records"
+            } else if let exit, exit.signal != nil {
+                why = "\(exit) after \(load(region, w, countField)) records"
+            } else if let exit {
+                why = "\(exit) without reporting"
             } else {
-                why = "exited with status \((status >> 8) & 0xff) without reporting"
+                why = "could not be waited for"
             }
             failures.append("worker \(w) (pid \(pid)): \(why)")
         }
+
+        // The service finishes its queue after the workers; its failure is the likelier cause
+        // of theirs (a dead collector closes every worker's socket), so it is listed first.
+        var serviceCPU = CPUTime()
+        if let service {
+            let outcome = service.finish(workersSucceeded: failures.isEmpty, reaped: serviceExits)
+            serviceCPU = outcome.cpu
+            failures = outcome.failures + failures
+            if let finishedAt = outcome.finishedAt { last = max(last, finishedAt) }
+        }
+        let stealAfter = StealClock.read()
 
         var latency: Histogram<UInt64>?
         if plan.latency && failures.isEmpty {
@@ -159,6 +215,9 @@ enum WorkerPool {
         }
         var measurement = Measurement(totalNanoseconds: last - startedAt, setupNanoseconds: setup, latency: latency, failures: failures)
         if let stealBefore, let stealAfter { measurement.stealNanoseconds = stealAfter &- stealBefore }
+        measurement.workerCPU = workerCPU
+        measurement.serviceCPU = serviceCPU
+        measurement.workerNanoseconds = workerNanoseconds
         if timelineWords > 0 && failures.isEmpty {
             let intervals = min(Int((last - startedAt) / plan.timelineInterval) + 1, timelineWords)
             var totals = [Int](repeating: 0, count: intervals)
@@ -203,8 +262,14 @@ enum WorkerPool {
         var histogram = plan.latency
             ? Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three) : nil
 
+        let pacing = plan.rate > 0
+        // A paced worker's sleeps should end on its schedule, not up to 50 us later.
+        if pacing { _ = cb_set_timer_slack(1) }
+
         ready.wrappingIncrement(ordering: .releasing)
         while start.load(ordering: .acquiring) == 0 { sched_yield() }
+        // CPU time counts from here: forking, opening and the barrier are setup.
+        CPUTime.ofThisProcess().store(to: slot + cpuField)
 
         // Everything done every so many records (progress, --fsync-every, --timeline) waits
         // for `i == next`, so the default loop pays one compare per record.
@@ -232,7 +297,7 @@ enum WorkerPool {
 
         var i = 0
         do {
-            if histogram == nil {
+            if histogram == nil && !pacing {
                 while i < plan.ops {
                     RecordFormat.encode(worker: w, index: i, into: record)
                     try instance.append(UnsafeRawBufferPointer(record))
@@ -240,11 +305,20 @@ enum WorkerPool {
                     if i == next { try event(i) }
                 }
             } else {
+                // Paced, a record's latency runs from when it was due, not from when the worker
+                // got to it: a stall counts against every record it delayed (coordinated
+                // omission), as HdrHistogram's corrected recording would count it.
                 while i < plan.ops {
                     RecordFormat.encode(worker: w, index: i, into: record)
-                    let before = monotonicNanoseconds()
+                    let before: UInt64
+                    if pacing {
+                        before = scheduledStart(record: i, worker: w, procs: plan.procs, rate: plan.rate, from: startedAt)
+                        if monotonicNanoseconds() < before { sleepUntil(before) }
+                    } else {
+                        before = monotonicNanoseconds()
+                    }
                     try instance.append(UnsafeRawBufferPointer(record))
-                    _ = histogram!.record(monotonicNanoseconds() - before)
+                    if histogram != nil { _ = histogram!.record(monotonicNanoseconds() &- before) }
                     i += 1
                     if i == next { try event(i) }
                 }
@@ -267,6 +341,16 @@ enum WorkerPool {
         }
         slot.storeBytes(of: 1, toByteOffset: stateField, as: UInt64.self)
         _exit(0)
+    }
+
+    /// When record `i` of worker `w` is due under `--rate`: on an absolute schedule from the
+    /// start barrier (no drift: a late record does not push the ones after it), each worker
+    /// offset by `w / procs` of an interval so that the workers do not all append at once.
+    /// A worker that falls behind appends without sleeping until it is back on schedule.
+    static func scheduledStart(record i: Int, worker w: Int, procs: Int, rate: Int, from start: UInt64) -> UInt64 {
+        let slot = UInt64(i) * UInt64(procs) + UInt64(w)
+        let scaled = slot.multipliedFullWidth(by: 1_000_000_000)
+        return start + UInt64(rate * procs).dividingFullWidth(scaled).quotient
     }
 
     private static func atomic(_ region: UnsafeMutableRawPointer, _ offset: Int) -> UnsafeAtomic<UInt64> {

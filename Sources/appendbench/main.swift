@@ -12,12 +12,19 @@ struct AppendBench: ParsableCommand {
         discussion: """
         Forks --procs worker processes. Each opens the backend, waits at a common start barrier, \
         appends --ops records of --size bytes, and closes. Total Time runs from the barrier's \
-        release until the last worker has closed. Afterwards every byte of the output is read back \
+        release until the last worker has closed (and, for the central log service, its collector \
+        has appended the last record and closed the file). Afterwards every byte of the output is read back \
         and checked: every record present once, whole, and (where the backend writes one record at \
         a time) in order. A run that fails or does not verify is reported as such and makes the \
         exit status non-zero.
 
         Backends: \(Backends.all.map { "\($0.key) (\($0.category))" }.joined(separator: ", ")).
+
+        Every row also gives the CPU time its processes used per call (workers and, for the \
+        central log service, its collector; from the barrier's release until they exited) and \
+        the bytes the output's block device wrote during the run over the payload bytes \
+        (Write Amp.; n/a without a block device, e.g. on tmpfs; other writes to the device \
+        count too).
 
         Throughput is payload bytes / seconds / 1e9. Exit status: 0 when every backend that ran \
         verified, 1 when any failed or did not verify, 64 on bad arguments.
@@ -50,7 +57,7 @@ struct AppendBench: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Write the results as JSON to this file.", valueName: "file"))
     var json: String?
 
-    @Flag(name: .long, help: "Record every call's latency (HdrHistogram) and add p50/p99 columns.")
+    @Flag(name: .long, help: "Record every call's latency (HdrHistogram) and add p50, p99, p99.9 and max columns.")
     var latency = false
 
     @Option(name: .long, help: "Records per writev() call, and per fflush() for fwrite.")
@@ -74,8 +81,11 @@ struct AppendBench: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "MMLog prefaults the next chunk on a helper thread per process.")
     var prefetch = mmlogDefaults.prefetch
 
-    @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; 0: never.", valueName: "N"))
+    @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; for cla and cla-async the collector runs fdatasync after every N records it appends (1: the article's original service: append, fsync, answer); 0: never.", valueName: "N"))
     var fsyncEvery = 0
+
+    @Option(name: .long, help: ArgumentHelp("Records per second each worker appends, paced against an absolute schedule from the start barrier (sleeping between records; a late worker catches up without sleeping). With --latency, latency then runs from each record's scheduled time (coordinated omission corrected). 0: as fast as it can.", valueName: "N"))
+    var rate = 0
 
     @Option(name: .long, help: ArgumentHelp("Record throughput per interval of MS milliseconds into --timeline-csv, with the dirty page limits.", valueName: "MS"))
     var timeline = 0
@@ -103,6 +113,8 @@ struct AppendBench: ParsableCommand {
         }
         if fsyncEvery < 0 { throw ValidationError("--fsync-every must be 0 (never) or more (got \(fsyncEvery)).") }
         if timeline < 0 { throw ValidationError("--timeline must be a positive number of milliseconds (got \(timeline)).") }
+        if rate < 0 { throw ValidationError("--rate must be 0 (unlimited) or a number of records per second (got \(rate)).") }
+        if rate > 1_000_000_000 { throw ValidationError("--rate \(rate) is more than one record per nanosecond.") }
         if procs > 1024 { throw ValidationError("--procs \(procs) is more than 1024 worker processes.") }
         if size > 1 << 30 { throw ValidationError("--size \(size) is over 1 GiB; records are at most 1073741824 bytes.") }
         if depth > 4096 { throw ValidationError("--depth \(depth) is over 4096.") }
@@ -140,6 +152,7 @@ struct AppendBench: ParsableCommand {
         options.timelineMilliseconds = timeline
         options.warmMemory = warmMemory
         options.holdPageReporting = holdPageReporting
+        options.rate = rate
 
         let showProgress = !quiet && standardErrorIsTerminal
         var progressShown = false

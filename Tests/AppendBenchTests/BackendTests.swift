@@ -18,12 +18,15 @@ final class BackendTests: XCTestCase {
                      file: StaticString = #filePath, line: UInt = #line) throws {
         let label = "\(type.key) size \(size) batch \(batch) depth \(depth)"
         let path = scratch.file("\(type.key)-\(size)-\(batch)-\(depth).log")
-        let config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16,
+        var config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16,
                                    totalBytes: ops * size)
         if let reason = type.unsupportedReason(directory: scratch.path, config: config) {
             throw XCTSkip("\(label): \(reason)")
         }
         let stride = try type.stride(directory: scratch.path, config: config)
+        // As the harness does: the run's service first (the CLA's collector), one worker, then
+        // the service's finish, which must account for every record before it says done.
+        let service = try type.prepareRun(config: &config, workers: 1)
         let backend = try type.init(config: config)
         let record = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
         defer { record.deallocate() }
@@ -33,6 +36,12 @@ final class BackendTests: XCTestCase {
         }
         try backend.finish()
         try backend.close()
+        if let service {
+            let outcome = service.finish(workersSucceeded: true, reaped: [:])
+            XCTAssertEqual(outcome.failures, [], label, file: file, line: line)
+            XCTAssertNotNil(outcome.finishedAt, "\(label): the service says when it finished", file: file, line: line)
+            XCTAssertGreaterThan(outcome.cpu.totalNanoseconds, 0, "\(label): the collector's CPU time", file: file, line: line)
+        }
         guard type.writesRecords else {
             XCTAssertEqual(fileSize(path) ?? 0, 0, "\(label) wrote something", file: file, line: line)
             return
@@ -49,6 +58,66 @@ final class BackendTests: XCTestCase {
         for type in Backends.all {
             for size in [1, 128, 4095] { try verifiedRun(type, size: size) }
         }
+    }
+
+    /// Only the central log service backends have a run service; the others must not start one.
+    func testOnlyTheCentralLogServiceStartsAProcessPerRun() throws {
+        for type in Backends.all {
+            var config = BackendConfig(path: scratch.file("\(type.key)-service.log"), recordSize: 64, totalBytes: 64)
+            let service = try type.prepareRun(config: &config, workers: 1)
+            XCTAssertEqual(service != nil, type.key.hasPrefix("cla"), type.key)
+            if let service {
+                XCTAssertEqual(service.processes.count, 1, "\(type.key): one collector")
+                XCTAssertNotNil(config.serviceAddress, "\(type.key): the workers learn where it listens")
+                // No worker ever connects: the harness's finish after failed workers stops it.
+                let outcome = service.finish(workersSucceeded: false, reaped: [:])
+                XCTAssertNil(outcome.finishedAt)
+                XCTAssertEqual(outcome.failures, [], "\(type.key): stopped by the harness, not a failure of its own")
+                XCTAssertEqual(kill(service.processes[0], 0), -1, "\(type.key): the collector is gone")
+            }
+        }
+    }
+
+    /// The collector appends, so its failures are the run's: a write to /dev/full (ENOSPC)
+    /// and one cut short by a file size limit must come back from the service, named, and
+    /// the acknowledged backend's worker must fail too (its answer never comes).
+    func testACollectorThatCannotWriteFailsTheRun() throws {
+        let previousHandler = signal(SIGXFSZ, SIG_IGN)  // inherited by the forked collector
+        defer { signal(SIGXFSZ, previousHandler) }
+        var saved = rlimit()
+        getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+        defer { setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved) }
+        for type in [CLABackend.self, CLAAsyncBackend.self] as [any AppendBackend.Type] {
+            let full = try throughService(type, BackendConfig(path: "/dev/full", recordSize: 64, totalBytes: 64 * 5), ops: 5)
+            XCTAssertTrue(full.serviceFailures.first?.contains("write(/dev/full, 64): No space left on device") == true,
+                          "\(type.key): \(full.serviceFailures)")
+            if type == CLABackend.self {  // (a fire-and-forget worker may or may not have sent everything first)
+                XCTAssertTrue(full.workerError?.contains("the collector closed the connection before acknowledging") == true,
+                              full.workerError ?? "no worker error")
+            }
+
+            var limit = saved
+            limit.rlim_cur = 1000  // the 8th 128-byte record crosses it with 104 bytes
+            XCTAssertEqual(setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit), 0)
+            let path = scratch.file("\(type.key)-limited.log")
+            let short = try throughService(type, BackendConfig(path: path, recordSize: 128, totalBytes: 128 * 20), ops: 20)
+            setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+            XCTAssertTrue(short.serviceFailures.first?.contains("wrote 104 bytes") == true, "\(type.key): \(short.serviceFailures)")
+            XCTAssertTrue(short.serviceFailures.first?.contains("after appending 7 of 20 records") == true,
+                          "\(type.key): \(short.serviceFailures)")
+        }
+    }
+
+    /// One worker in this process against `type`'s run service; the worker's first error and
+    /// the service's failures.
+    private func throughService(_ type: any AppendBackend.Type, _ config: BackendConfig, ops: Int) throws
+        -> (workerError: String?, serviceFailures: [String]) {
+        var config = config
+        let service = try XCTUnwrap(try type.prepareRun(config: &config, workers: 1))
+        let workerError = try firstError(type, config, ops: ops)
+        let outcome = service.finish(workersSucceeded: workerError == nil, reaped: [:])
+        if outcome.failures.isEmpty { XCTAssertNotNil(outcome.finishedAt) } else { XCTAssertNil(outcome.finishedAt) }
+        return (workerError, outcome.failures)
     }
 
     func testBatchedWritevAndFwriteWriteTheRemainderAtFinish() throws {

@@ -26,7 +26,8 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(lines[1], "")
         XCTAssertTrue(lines[2].hasPrefix("| Category | Total Time (ms) | Time per Call (μs) | Throughput (GB/s) | vs write() |"), lines[2])
         for category in ["mmlog", "O_APPEND with write()", "writev() with O_APPEND", "FILE streams (fwrite)",
-                         "Direct I/O (O_DIRECT)", "Linux AIO", "io_uring", "floor (prefaulted mmap, not a log)",
+                         "Direct I/O (O_DIRECT)", "Linux AIO", "io_uring", "central log service (acknowledged)",
+                         "central log service (fire and forget)", "floor (prefaulted mmap, not a log)",
                          "null (harness overhead)"] {
             let row = lines.first { $0.hasPrefix("| \(category) |") }
             XCTAssertNotNil(row, "row for \(category) in\n\(result.stdout)")
@@ -37,15 +38,215 @@ final class CommandLineTests: XCTestCase {
 
         let rows = readText(csv).split(separator: "\n")
         XCTAssertTrue(rows[0].hasPrefix("date,backend,category,procs,ops,size,stride,"), String(rows[0]))
-        for column in ["run", "total_ms", "per_call_us", "throughput_gbps", "verified", "setup_ms", "kernel", "filesystem", "p99_us"] {
+        for column in ["run", "total_ms", "per_call_us", "throughput_gbps", "verified", "setup_ms", "kernel", "filesystem", "p99_us",
+                       "p999_us", "max_us", "cpu_user_ms", "cpu_system_ms", "cpu_per_call_us", "service_cpu_ms", "rate",
+                       "achieved_rate", "device", "device_bytes", "write_amplification"] {
             XCTAssertTrue(rows[0].split(separator: ",").contains(Substring(column)), "CSV column \(column)")
         }
-        XCTAssertEqual(rows.count, 1 + 9, "header and one row per backend")
+        XCTAssertEqual(rows.count, 1 + 11, "header and one row per backend")
 
         let parsed = try JSONSerialization.jsonObject(with: Data(readBytes(json))) as? [String: Any]
         XCTAssertEqual(parsed?["ok"] as? Bool, true)
-        XCTAssertEqual((parsed?["results"] as? [Any])?.count, 9)
+        let backends = parsed?["results"] as? [[String: Any]] ?? []
+        XCTAssertEqual(backends.count, 11)
         XCTAssertNil(fileSize(scratch.file("run/mmlog.log")), "outputs are removed without --keep")
+
+        // CPU time: present and positive for every backend that ran, the same in CSV and JSON,
+        // and user + system over the calls is the per-call figure.
+        for row in CSVRows(readText(csv)).rows where row["verified"] != "unsupported" {
+            let key = row["backend"] ?? "?"
+            let user = Double(row["cpu_user_ms"] ?? "") ?? -1, system = Double(row["cpu_system_ms"] ?? "") ?? -1
+            let perCall = Double(row["cpu_per_call_us"] ?? "") ?? -1
+            XCTAssertGreaterThan(perCall, 0, "\(key): CPU per call")
+            XCTAssertEqual(perCall, (user + system) * 1000 / (3 * 400), accuracy: 0.01, "\(key): (user + system) / calls")
+            let service = Double(row["service_cpu_ms"] ?? "") ?? -1
+            if key.hasPrefix("cla") {
+                XCTAssertGreaterThan(service, 0, "\(key): the collector's CPU time")
+            } else {
+                XCTAssertEqual(service, 0, "\(key) has no collector")
+            }
+            let run = (backends.first { $0["backend"] as? String == key }?["runs"] as? [[String: Any]])?.first
+            XCTAssertEqual((run?["cpu_per_call_us"] as? NSNumber)?.doubleValue ?? -1, perCall, accuracy: 1e-9, "\(key) in the JSON")
+            XCTAssertEqual((run?["cpu_user_ms"] as? NSNumber)?.doubleValue ?? -1, user, accuracy: 1e-9, "\(key) in the JSON")
+        }
+        XCTAssertTrue(result.stdout.contains("| CPU per Call (μs) |"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("| Write Amp. |"), result.stdout)
+    }
+
+    /// The central log service, acknowledged and fire and forget, at the record sizes of
+    /// the article's tables: every record arrives, whole, in each worker's order.
+    func testTheCentralLogServiceVerifiesAtOneByteAPageLessOneAndInBetween() {
+        for size in ["1", "128", "4095"] {
+            let csv = scratch.file("cla-\(size).csv")
+            let result = appendbench(["--procs", "3", "--ops", "700", "--size", size, "--backends", "cla,cla-async,write",
+                                      "--dir", scratch.file("cla-\(size)"), "--csv", csv])
+            XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+            for key in ["cla", "cla-async"] {
+                let row = CSVRows(readText(csv)).backend(key).first
+                XCTAssertEqual(row?["verified"], "yes", "\(key) at \(size) B: \(result.stdout)")
+                XCTAssertEqual(row?["records"], "2100", "\(key) at \(size) B")
+            }
+            XCTAssertTrue(result.stdout.contains("| central log service (acknowledged) | "), result.stdout)
+            XCTAssertTrue(result.stdout.contains("| central log service (fire and forget) | "), result.stdout)
+        }
+    }
+
+    /// `--fsync-every 1` is the article's original service: append, fsync, answer.
+    func testTheServiceWithAnFsyncPerRecordStillVerifies() {
+        let result = appendbench(["--procs", "2", "--ops", "150", "--size", "128", "--backends", "cla,cla-async,write,mmlog",
+                                  "--fsync-every", "1", "--dir", scratch.file("fsync")])
+        XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+        XCTAssertFalse(result.stdout.contains("FAILED"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("The central log service's collector instead ran fdatasync after every 1 records"),
+                      result.stdout)
+    }
+
+    /// A collector killed mid-run fails its backend's row, named, and every other backend is
+    /// still measured; the exit status says something failed.
+    func testAKilledCollectorFailsItsBackendAndTheOthersAreMeasured() throws {
+        // Paced at 1000 records a second, each service run lasts 3 s: long enough to find.
+        let child = spawn(product("appendbench"), ["--procs", "2", "--ops", "3000", "--size", "128", "--rate", "1000",
+                                                   "--backends", "cla,cla-async,write,null", "--dir", scratch.file("killed"),
+                                                   "--csv", scratch.file("killed.csv")],
+                          stdoutPath: scratch.file("killed.out"))
+        var killed: [pid_t] = []
+        for _ in 0..<2 {
+            var collector: pid_t?
+            for _ in 0..<3000 where collector == nil {
+                collector = childProcesses(of: child.pid, named: "cla-collector").first { !killed.contains($0) }
+                if collector == nil { usleep(10_000) }
+            }
+            let pid = try XCTUnwrap(collector, "found a collector of appendbench (pid \(child.pid))")
+            usleep(300_000)  // mid-run
+            XCTAssertEqual(kill(pid, SIGKILL), 0)
+            killed.append(pid)
+        }
+        let (status, stderr) = child.wait()
+        let stdout = readText(scratch.file("killed.out"))
+        XCTAssertEqual(status.code, 1, stdout + stderr)
+        XCTAssertTrue(stdout.contains("| central log service (acknowledged) | failed |"), stdout)
+        XCTAssertTrue(stdout.contains("| central log service (fire and forget) | failed |"), stdout)
+        XCTAssertTrue(stdout.contains("- cla: collector (pid \(killed[0])) killed by signal 9"), stdout)
+        XCTAssertTrue(stdout.contains("- cla-async: collector (pid \(killed[1])) killed by signal 9"), stdout)
+        let rows = CSVRows(readText(scratch.file("killed.csv")))
+        XCTAssertEqual(rows.backend("cla").first?["verified"], "failed")
+        XCTAssertEqual(rows.backend("cla-async").first?["verified"], "failed")
+        XCTAssertEqual(rows.backend("write").first?["verified"], "yes", "the others are measured")
+        XCTAssertEqual(rows.backend("null").first?["verified"], "n/a")
+        XCTAssertFalse(rows.backend("write").first?["total_ms"]?.isEmpty ?? true)
+    }
+
+    /// Pids of the children of `parent` whose name (/proc/PID/comm) is `name`.
+    func childProcesses(of parent: pid_t, named name: String) -> [pid_t] {
+        guard let entries = opendir("/proc") else { return [] }
+        defer { closedir(entries) }
+        var found: [pid_t] = []
+        while let entry = readdir(entries) {
+            let file = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = pid_t(file) else { continue }
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after its last ')'.
+            let stat = readText("/proc/\(file)/stat")
+            guard let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { continue }
+            let comm = stat[stat.index(after: open)..<close]
+            let rest = stat[stat.index(after: close)...].split(separator: " ")
+            if comm == name, rest.count > 1, pid_t(rest[1]) == parent { found.append(pid) }
+        }
+        return found
+    }
+
+    /// --latency: p50 <= p99 <= p99.9 <= max, the same in the table's columns, CSV and JSON.
+    func testLatencyColumnsShowTheTailConsistently() throws {
+        let csv = scratch.file("latency.csv"), json = scratch.file("latency.json")
+        let result = appendbench(["--procs", "2", "--ops", "3000", "--size", "128", "--backends", "write,cla,null", "--latency",
+                                  "--dir", scratch.file("latency"), "--csv", csv, "--json", json])
+        XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+        XCTAssertTrue(result.stdout.contains("| p50 (μs) | p99 (μs) | p99.9 (μs) | max (μs) |"), result.stdout)
+        let parsed = try JSONSerialization.jsonObject(with: Data(readBytes(json))) as? [String: Any]
+        for row in CSVRows(readText(csv)).rows {
+            let key = row["backend"] ?? "?"
+            let values = ["p50_us", "p99_us", "p999_us", "max_us"].map { Double(row[$0] ?? "") ?? -1 }
+            XCTAssertGreaterThan(values[0], 0, key)
+            XCTAssertEqual(values, values.sorted(), "\(key): percentiles in order")
+            let run = ((parsed?["results"] as? [[String: Any]])?.first { $0["backend"] as? String == key }?["runs"] as? [[String: Any]])?.first
+            XCTAssertEqual((run?["p999_us"] as? NSNumber)?.doubleValue ?? -1, values[2], accuracy: 1e-9, key)
+            XCTAssertEqual((run?["max_us"] as? NSNumber)?.doubleValue ?? -1, values[3], accuracy: 1e-9, key)
+        }
+    }
+
+    /// --rate N: each worker appends N records a second. Judged from the run's own figures
+    /// (each worker's records over its own time, from its slot), so a slow machine does not
+    /// fail it, but a worker that does not pace (far above N) or drifts (below) does. A run
+    /// the host stalled near its end can miss by more than 5%; then it is measured again,
+    /// at most three times.
+    func testRateKeepsEachWorkerWithinFivePercentOfTheAskedRate() throws {
+        var attempts: [String] = []
+        for attempt in 1...3 {
+            let json = scratch.file("rate-\(attempt).json")
+            let result = appendbench(["--procs", "2", "--ops", "400", "--size", "128", "--rate", "400", "--backends", "write,cla",
+                                      "--dir", scratch.file("rate"), "--json", json])
+            XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+            let parsed = try JSONSerialization.jsonObject(with: Data(readBytes(json))) as? [String: Any]
+            XCTAssertEqual(parsed?["rate"] as? Int, 400)
+            var misses: [String] = []
+            for backend in parsed?["results"] as? [[String: Any]] ?? [] {
+                let run = (backend["runs"] as? [[String: Any]])?.first
+                let rates = (run?["worker_rates"] as? [NSNumber])?.map(\.doubleValue) ?? []
+                XCTAssertEqual(rates.count, 2, "\(backend["backend"] ?? "?"): a rate per worker")
+                let total = (run?["total_ms"] as? NSNumber)?.doubleValue ?? 0
+                // 400 records at 400 a second: the last is due at 997.5-998.75 ms.
+                XCTAssertGreaterThan(total, 997, "\(backend["backend"] ?? "?"): paced, not as fast as it can")
+                for rate in rates where abs(rate - 400) > 20 { misses.append("\(backend["backend"] ?? "?") \(rate)/s") }
+            }
+            if misses.isEmpty { return }
+            attempts.append("attempt \(attempt): " + misses.joined(separator: ", "))
+        }
+        XCTFail("workers outside 380-420 records/s in every attempt: \(attempts.joined(separator: "; "))")
+    }
+
+    /// A paced worker sleeps between records: at 100 records a second for 1.5 s, the null
+    /// backend's two workers use a small part of the 3 CPU-seconds that spinning would take.
+    func testAPacedWorkerSleepsRatherThanSpins() {
+        let csv = scratch.file("sleep.csv")
+        let result = appendbench(["--procs", "2", "--ops", "150", "--size", "64", "--rate", "100", "--backends", "null",
+                                  "--csv", csv])
+        XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+        let row = CSVRows(readText(csv)).backend("null").first
+        let cpu = (Double(row?["cpu_user_ms"] ?? "") ?? .infinity) + (Double(row?["cpu_system_ms"] ?? "") ?? .infinity)
+        XCTAssertGreaterThan(Double(row?["total_ms"] ?? "") ?? 0, 1480, "paced")
+        XCTAssertLessThan(cpu, 300, "CPU ms over a 1.5 s paced run of two workers: \(row ?? [:])")
+    }
+
+    /// Device bytes: on a block device, at least the payload reaches it (syncfs after the run);
+    /// on tmpfs there is no device, and the report says n/a.
+    func testDeviceBytesOnABlockDeviceAndNotApplicableOnTmpfs() throws {
+        let csv = scratch.file("device.csv")
+        let result = appendbench(["--procs", "2", "--ops", "2000", "--size", "512", "--backends", "write,cla,null",
+                                  "--dir", scratch.file("device"), "--csv", csv])
+        XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
+        let rows = CSVRows(readText(csv))
+        if let write = rows.backend("write").first, write["device"] != "n/a" {
+            XCTAssertTrue(result.stdout.contains("Write Amp. is the bytes the device \(write["device"]!) wrote"), result.stdout)
+            for key in ["write", "cla"] {
+                let row = rows.backend(key).first
+                XCTAssertGreaterThanOrEqual(Int(row?["device_bytes"] ?? "") ?? 0, 2 * 2000 * 512, "\(key): \(row ?? [:])")
+                XCTAssertGreaterThanOrEqual(Double(row?["write_amplification"] ?? "") ?? 0, 1.0, key)
+            }
+            XCTAssertEqual(rows.backend("null").first?["write_amplification"], "", "null appends nothing")
+        }
+
+        guard filesystemIsTmpfs("/dev/shm") else { throw XCTSkip("/dev/shm is not tmpfs here") }
+        let shm = ScratchDirectory("appendbench-device", parent: "/dev/shm")
+        defer { shm.remove() }
+        let tmpfsCSV = scratch.file("tmpfs.csv")
+        let onTmpfs = appendbench(["--procs", "2", "--ops", "500", "--size", "128", "--backends", "write",
+                                   "--dir", shm.file("run"), "--csv", tmpfsCSV])
+        XCTAssertEqual(onTmpfs.status.code, 0, onTmpfs.stdout + onTmpfs.stderr)
+        XCTAssertTrue(onTmpfs.stdout.contains("Write Amp. is n/a: tmpfs at "), onTmpfs.stdout)
+        XCTAssertTrue(onTmpfs.stdout.contains("| n/a | yes |"), onTmpfs.stdout)
+        let row = CSVRows(readText(tmpfsCSV)).backend("write").first
+        XCTAssertEqual(row?["device"], "n/a")
+        XCTAssertEqual(row?["device_bytes"], "")
+        XCTAssertEqual(row?["write_amplification"], "")
     }
 
     func testOneByteAndNearlyAPageRecords() {
@@ -117,8 +318,7 @@ final class CommandLineTests: XCTestCase {
                                   "--hold-page-reporting", "--csv", scratch.file("held.csv")])
         XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
         XCTAssertEqual(readText(pageReportingOrder), before, "the order is put back")
-        let fields = readText(scratch.file("held.csv")).split(separator: "\n").last?.split(separator: ",", omittingEmptySubsequences: false)
-        let state = fields.map { String($0[$0.count - 2]) }  // page_reporting, then steal_ms
+        let state = CSVRows(readText(scratch.file("held.csv"))).rows.last?["page_reporting"]
         switch pageReportingNow {
         case "absent":
             XCTAssertEqual(state, "absent")
@@ -164,6 +364,7 @@ final class CommandLineTests: XCTestCase {
             (["--size", "0"], "--size must be at least 1"),
             (["--runs", "0"], "--runs must be at least 1"),
             (["--fsync-every=-1"], "--fsync-every must be 0 (never) or more"),
+            (["--rate=-5"], "--rate must be 0 (unlimited) or a number of records per second"),
             (["--backends", "mmlog,nope"], "unknown backend 'nope'"),
             (["--chunk-size", "5000"], "--chunk-size 5000 must be a power of two"),
             (["--size", "2000000000"], "--size 2000000000 is over 1 GiB"),

@@ -16,10 +16,7 @@ final class WriteBackend: AppendBackend {
     }
 
     func append(_ record: UnsafeRawBufferPointer) throws {
-        let n = retryingInterrupts { write(fd, record.baseAddress, record.count) }
-        if n < 0 { throw BackendError.system("write(\(path), \(record.count))") }
-        // A short append would leave a torn record that another writer lands after: an error.
-        if n != record.count { throw BackendError("write(\(path), \(record.count)) wrote \(n) bytes") }
+        try appendOnce(fd, record, path)  // a short append is an error, never completed
     }
 
     func finish() throws {}

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cb_process.h"   /* process.c: prctl wrappers */
+
 /* ---- Direct I/O alignment ---------------------------------------------------------- */
 
 /// Reads the direct-I/O alignment of the open regular file `fd` with
