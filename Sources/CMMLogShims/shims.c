@@ -100,6 +100,8 @@ static void membarrier_setup(void) {
     }
 }
 
+void mmlog_membarrier_prepare(void) { pthread_once(&membarrier_once, membarrier_setup); }
+
 int mmlog_membarrier(void) {
     pthread_once(&membarrier_once, membarrier_setup);
     switch (membarrier_mode) {

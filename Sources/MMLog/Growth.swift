@@ -3,19 +3,6 @@ import Glibc
 #endif
 import Atomics
 
-/// How a chunk's pages are put in place when a handle maps it.
-struct PageMode: Equatable {
-    var hugePages: Bool
-    var prefault: MMLog.Prefault
-}
-
-/// Chooses the page mode for the next chunk a handle maps.
-enum PageStrategy {
-    static func mode(for header: Metadata, chunkSize: Int, options: MMLog.Options) -> PageMode {
-        PageMode(hugePages: options.hugePages, prefault: options.prefault)
-    }
-}
-
 extension LogFile {
     /// What became of a reservation that had to wait for the file to grow.
     enum GrowOutcome {

@@ -32,6 +32,8 @@ final class LogFile: @unchecked Sendable {
     /// Serialises growing, voiding, recording holes and trimming among this handle's threads
     /// (OFD locks do not: they belong to the open file description, which all threads share).
     let growLock = Mutex<Void>(())
+    /// What this handle saw when it last mapped a chunk (`PageStrategy`).
+    let pageSample = Mutex<PageSample>(PageSample())
     /// Serialises this handle's threads on the overflow slot (its OFD lock does not).
     let overflow = Mutex<Void>(())
     /// Serialises the flusher role of a group commit among this handle's threads.
@@ -64,7 +66,7 @@ final class LogFile: @unchecked Sendable {
         self.recovery = recovery
         self.handleEntry = handleEntry
         self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
-        if options.prefetch && options.prefault != .none {
+        if options.prefetch && (options.prefault != .none || options.adaptivePages) {
             prefetcher = makePrefetcher()
         }
     }
@@ -113,16 +115,15 @@ final class LogFile: @unchecked Sendable {
     /// waits for a prefault in progress; it maps only chunks already allocated, so it never
     /// grows the file or writes a byte.
     private func makePrefetcher() -> Prefetcher? {
-        let fd = dataFD, path = path, chunkSize = chunkSize, fileSize = fileSize, slowPaths = slowPaths
-        let fenced = fenced, options = options
-        return Prefetcher { [header] k in
+        // unowned: the handle stops the thread (close) before it lets this file go (deinit).
+        Prefetcher { [unowned self] k in
             slowPaths.wrappingIncrement(ordering: .sequentiallyConsistent)
             defer { slowPaths.wrappingDecrement(ordering: .releasing) }
             if fenced.load(ordering: .sequentiallyConsistent) { return }
             let start = k * chunkSize
             guard start + chunkSize <= Int(fileSize.load(ordering: .acquiring)) else { return }
-            let pages = PageStrategy.mode(for: header, chunkSize: chunkSize, options: options)
-            guard let base = try? Sys.mapShared(fd, chunkSize, start, path, hugePages: pages.hugePages) else { return }
+            let pages = pageMode(sampling: false)  // the mode the appenders' last chunk got
+            guard let base = try? Sys.mapShared(dataFD, chunkSize, start, path, hugePages: pages.hugePages) else { return }
             // Never SIGBUS: if a trim cut the file meanwhile, the populate fails with EFAULT.
             Sys.prefault(base, chunkSize, pages.prefault)
             Sys.unmap(base, chunkSize)
@@ -131,20 +132,21 @@ final class LogFile: @unchecked Sendable {
 
     /// Maps chunk `k` (and its neighbour when a record straddles), with the page mode the
     /// strategy picks now, and asks the prefetcher for the one after.
-    func map(chunks range: ClosedRange<Int>) throws(MMLogError) -> Bool {
+    func map(chunks range: ClosedRange<Int>, prefetchNext: Bool = true) throws(MMLogError) -> Bool {
         let allocated = Int(fileSize.load(ordering: .acquiring))
-        let pages = PageStrategy.mode(for: header, chunkSize: chunkSize, options: options)
+        let pages = pageMode()
         var mappedAll = true
         for k in range where try ring.load(k, fd: dataFD, path: path, allocatedEnd: allocated, pages: pages) == .busy {
             mappedAll = false
         }
-        prefetcher?.request(range.upperBound + 1)
+        if prefetchNext { prefetcher?.request(range.upperBound + 1) }
         return mappedAll
     }
 
     /// Allocates and maps (and prefaults) the chunk the next append goes to, so that the
     /// first append does not pay for it. Best effort: a failure here (a full disk) shows
-    /// again, as an error, at that append.
+    /// again, as an error, at that append. It does not ask the prefetcher for the chunk after:
+    /// how to fault that one in depends on how fast this one fills (`PageStrategy`).
     func prepareNextChunk() {
         let next = Cursor.offset(cursor.load(ordering: .relaxed))
         do throws(MMLogError) {
@@ -152,7 +154,8 @@ final class LogFile: @unchecked Sendable {
                 var unused: UInt64 = 0
                 _ = try grow(start: next, end: next + 1, gen: 0, probe: true, idle: &unused)
             }
-            _ = try map(chunks: Int(next >> UInt64(chunkShift))...Int(next >> UInt64(chunkShift)))
+            let k = Int(next >> UInt64(chunkShift))
+            _ = try map(chunks: k...k, prefetchNext: !options.adaptivePages)
         } catch {}
     }
 

@@ -41,6 +41,11 @@ public final class MMLog: @unchecked Sendable {
         /// Prefault the next chunk on a helper thread (one per handle) as soon as a chunk is
         /// mapped, so page allocation overlaps appends. It maps one chunk more, briefly.
         public var prefetch: Bool
+        /// Use `hugePages` and `prefault` only while the log fills fast and is not being
+        /// synced, and 4 KiB pages dirtied one at a time otherwise, so a log written slowly or
+        /// synced often writes about its own bytes to the device (see `PageStrategy`). False:
+        /// every chunk gets `hugePages` and `prefault`.
+        public var adaptivePages: Bool
 
         public static let defaultChunkSize = 4 << 20  // see the README: scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
@@ -49,8 +54,9 @@ public final class MMLog: @unchecked Sendable {
 
         public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,
                     permissions: mode_t = 0o644, prefault: Prefault = .write, hugePages: Bool = true,
-                    prefetch: Bool = true) {
+                    prefetch: Bool = true, adaptivePages: Bool = true) {
             self.prefetch = prefetch
+            self.adaptivePages = adaptivePages
             self.chunkSize = chunkSize
             self.maxChunks = maxChunks
             self.permissions = permissions
@@ -133,6 +139,7 @@ public final class MMLog: @unchecked Sendable {
             throw MMLogError(kind: .invalidOptions, operation: "MMLog(\(path))", detail: why)
         }
         mmlog_register_atfork()
+        mmlog_membarrier_prepare()  // before the prefetch thread: see the shim
         let file = try LogFile.open(path: path, options: options, requireAlone: requireAlone)
         self.path = path
         self.metadataPath = file.metadataPath
@@ -238,7 +245,7 @@ public final class MMLog: @unchecked Sendable {
         let first = begin &>> shift, last = (begin &+ count &- 1) &>> shift
         if first == last {
             guard let chunk = ChunkRing.pin(words, bases, ringMask, first) else { return false }
-            (chunk + (begin & mask)).copyMemory(from: source, byteCount: count)
+            mmlog_copy(chunk + (begin & mask), source, count)
             ChunkRing.unpin(words, ringMask, first)
             return true
         }
@@ -248,8 +255,8 @@ public final class MMLog: @unchecked Sendable {
             return false
         }
         let headCount = Int(truncatingIfNeeded: hot.pointee.chunk_size) &- (begin & mask)
-        (head + (begin & mask)).copyMemory(from: source, byteCount: headCount)
-        tail.copyMemory(from: source + headCount, byteCount: count &- headCount)
+        mmlog_copy(head + (begin & mask), source, headCount)
+        mmlog_copy(tail, source + headCount, count &- headCount)
         ChunkRing.unpin(words, ringMask, last)
         ChunkRing.unpin(words, ringMask, first)
         return true

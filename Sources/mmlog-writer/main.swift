@@ -45,6 +45,10 @@ struct Writer: ParsableCommand {
     @Option(help: "The file whose appearance ends a pause.") var resumeFile: String?
     @Flag(help: "Print 'synced <n>' on stdout each time a sync() covering records 0..<n returns.") var reportSyncs = false
     @Flag(help: "Run one more thread that calls trim() in a loop while the others append.") var trimThread = false
+    @Flag(help: "Check every sync(): when it returns, a flush that began after the call has ended, or the durable watermark is past the record; exit 5 on a violation.")
+    var checkSyncs = false
+    @Option(help: "When this process flushes for a group commit, print 'flushing' and pause this many ms inside the flush.")
+    var flushPauseMs: Int?
     @Flag(help: "Fork after the records: the child must find the inherited handle refused and close it; the parent then waits for --resume-file, appends as many again and closes.")
     var forkTest = false
 
@@ -55,6 +59,12 @@ struct Writer: ParsableCommand {
     }
 
     func run() throws {
+        if let flushPauseMs {
+            MMLog.testFlushHook = {
+                printOut("flushing")
+                sleepNanoseconds(UInt64(flushPauseMs) * 1_000_000)
+            }
+        }
         while startAt > 0 && realtimeNanoseconds() < startAt {}
         let log: MMLog
         do {
@@ -114,10 +124,19 @@ struct Writer: ParsableCommand {
                 RecordFormat.encode(worker: worker, index: i, into: record)
             }
             do {
-                try log.append(UnsafeRawBufferPointer(record))
+                let offset = try log.append(UnsafeRawBufferPointer(record))
                 appended += 1
                 if syncEvery > 0 && (i + 1) % syncEvery == 0 {
+                    let before = checkSyncs ? log.flushSequenceForTesting : (started: 0, done: 0)
                     try log.sync()
+                    if checkSyncs {
+                        let after = log.flushSequenceForTesting
+                        let flushedAfterCall = Int32(bitPattern: after.done &- UInt32(truncatingIfNeeded: before.started &+ 1)) >= 0
+                        if !flushedAfterCall && log.durableOffset < offset + size {
+                            printError("mmlog-writer: sync() returned before record \(i) at \(offset) was flushed: flushes \(before) -> \(after), durable \(log.durableOffset)")
+                            _exit(5)
+                        }
+                    }
                     if reportSyncs { printOut("synced \(i + 1)") }
                 }
             } catch {

@@ -48,6 +48,11 @@ int mmlog_fence_off(void *addr, size_t len);
 /// compiler barrier. Returns 0, or -1 with errno set when no membarrier is available.
 int mmlog_membarrier(void);
 
+/// Registers this process for `mmlog_membarrier` (once). The kernel makes a multithreaded
+/// process wait an RCU grace period to register (about 10 ms here), a single-threaded one
+/// not: MMLog calls this at its first open, before it starts any thread of its own.
+void mmlog_membarrier_prepare(void);
+
 /// FUTEX_WAIT on a 32-bit word in shared memory, with a relative timeout in nanoseconds.
 /// Returns 0 (woken, or the value differed: EAGAIN), or -1 with errno (ETIMEDOUT, EINTR).
 int mmlog_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
@@ -87,6 +92,34 @@ static inline mmlog_hot_t *_Nonnull mmlog_hot(void) { return &mmlog_hot_entry; }
 /// Stops the compiler from moving memory accesses across this point (no CPU fence): the
 /// fast path's half of an asymmetric barrier whose other half is `mmlog_membarrier`.
 static inline void mmlog_compiler_barrier(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+
+/// Copies `n` bytes: records of up to 16 bytes with two overlapping loads and stores inline
+/// (no call, so the fast path keeps its values in registers), longer ones with memcpy.
+__attribute__((always_inline)) static inline void mmlog_copy(void *_Nonnull dst, const void *_Nonnull src, size_t n) {
+    if (n <= 16) {
+        unsigned char *d = (unsigned char *)dst;
+        const unsigned char *s = (const unsigned char *)src;
+        if (n >= 8) {
+            uint64_t a, b;
+            __builtin_memcpy(&a, s, 8);
+            __builtin_memcpy(&b, s + n - 8, 8);
+            __builtin_memcpy(d, &a, 8);
+            __builtin_memcpy(d + n - 8, &b, 8);
+        } else if (n >= 4) {
+            uint32_t a, b;
+            __builtin_memcpy(&a, s, 4);
+            __builtin_memcpy(&b, s + n - 4, 4);
+            __builtin_memcpy(d, &a, 4);
+            __builtin_memcpy(d + n - 4, &b, 4);
+        } else if (n > 0) {
+            d[0] = s[0];
+            d[n / 2] = s[n / 2];
+            d[n - 1] = s[n - 1];
+        }
+        return;
+    }
+    __builtin_memcpy(dst, src, n);
+}
 
 /// Registers (once) the fork handler that empties the forking thread's entry in the child,
 /// so a handle inherited across fork() takes the slow path there and finds its pid changed.

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import Synchronization
+
+/// How a chunk's pages are put in place when a handle maps it.
+struct PageMode: Equatable, CustomStringConvertible {
+    var hugePages: Bool
+    var prefault: MMLog.Prefault
+
+    var description: String { "\(hugePages ? "2 MiB folios" : "4 KiB pages"), prefault \(prefault)" }
+}
+
+/// Chooses how the next chunk's pages are put in place (`Options.adaptivePages`).
+///
+/// Burst mode (the options' `hugePages` and `prefault`, by default 2 MiB folios prefaulted
+/// for writing) makes a chunk's page cache in a few large steps, so appends take no fault: it
+/// is what makes bursts fast. But it dirties a whole chunk at once, and a 2 MiB folio that
+/// writeback has cleaned is dirtied whole again by the next store, so a log filled slowly
+/// (over more than the kernel's dirty expiry, 30 s by default) or synced often writes its
+/// chunks to the device again and again, zeros included. Steady mode (4 KiB pages, populated
+/// for reading by the prefetch thread, so only the pages a store touches become dirty) writes
+/// about what is appended.
+///
+/// The rule: a chunk is mapped in burst mode while the log fills a chunk in less than half the
+/// dirty expiry (so every folio is complete before writeback first looks at it) and no
+/// `sync()` has been called since the last chunk was mapped; otherwise in steady mode. The
+/// fill rate comes from the cursor: each handle samples (cursor, time) when it maps a chunk.
+/// Before the first sample (the first chunk or two of a handle) it is steady mode.
+enum PageStrategy {
+    /// Half the kernel's dirty expiry (vm.dirty_expire_centisecs), read once.
+    static let burstWindowNanoseconds: UInt64 = {
+        let fd = open("/proc/sys/vm/dirty_expire_centisecs", O_RDONLY | O_CLOEXEC)
+        var centiseconds: UInt64 = 3000
+        if fd >= 0 {
+            var text = [UInt8](repeating: 0, count: 32)
+            let n = text.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            if n > 0, let value = UInt64(String(decoding: text.prefix(n).filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)) {
+                centiseconds = value
+            }
+        }
+        return max(centiseconds, 1) * 10_000_000 / 2
+    }()
+
+    static let steady = PageMode(hugePages: false, prefault: .read)
+}
+
+/// What a handle saw when it last mapped a chunk: the cursor, the time, the sync count.
+struct PageSample {
+    var cursor: UInt64 = 0
+    var nanoseconds: UInt64 = 0
+    var syncCalls: UInt64 = 0
+    var mode: PageMode?
+}
+
+extension LogFile {
+    /// The mode for the chunk about to be mapped (see `PageStrategy`). `sampling`: take a new
+    /// sample (an appender mapping a chunk); without, the last decision (the prefetcher).
+    func pageMode(sampling: Bool = true) -> PageMode {
+        let burst = PageMode(hugePages: options.hugePages, prefault: options.prefault)
+        guard options.adaptivePages else { return burst }
+        guard sampling else { return pageSample.withLock { $0.mode } ?? PageStrategy.steady }
+        let cursorNow = Cursor.offset(cursor.load(ordering: .relaxed))
+        let now = Sys.monotonicNanoseconds()
+        let syncs = header.syncCalls.load(ordering: .relaxed)
+        return pageSample.withLock { sample in
+            defer {
+                if cursorNow > sample.cursor || sample.nanoseconds == 0 {
+                    sample.cursor = cursorNow
+                    sample.nanoseconds = now
+                    sample.syncCalls = syncs
+                }
+            }
+            guard sample.nanoseconds != 0, cursorNow > sample.cursor, now > sample.nanoseconds else {
+                return sample.mode ?? PageStrategy.steady
+            }
+            // Time to fill one chunk at the rate since the last sample.
+            let perChunk = (now - sample.nanoseconds) * UInt64(chunkSize) / (cursorNow - sample.cursor)
+            let mode = perChunk < PageStrategy.burstWindowNanoseconds && syncs == sample.syncCalls ? burst : PageStrategy.steady
+            sample.mode = mode
+            return mode
+        }
+    }
+
+    /// The mode the last mapped chunk got (for tests and `mmlog stat`); nil before any.
+    var lastPageMode: PageMode? { pageSample.withLock { $0.mode } }
+}
