@@ -21,11 +21,13 @@ extension MMLog {
         if bytes.isEmpty { return endOffset }
         let hot = mmlog_hot()
         if hot.pointee.owner == id {
-            // We have a slot and reserved nothing: the cursor carried a flag.
+            // We have a slot and reserved nothing: the cursor carried a flag (or the file was
+            // left, and its header fenced off).
             let file = Unmanaged<LogFile>.fromOpaque(hot.pointee.file!).takeUnretainedValue()
-            try waitWhileSealed(file)
-            if try moveOnIfRetired(file) {
-                _ = try bindThread()
+            if !file.fenced.load(ordering: .acquiring) { try waitWhileSealed(file) }
+            if try moveOn(from: file) || file !== current {
+                hot.pointee.owner = 0
+                if !(try bindThread()) { return try appendThroughOverflowSlot(bytes) }
             }
             return try append(bytes)
         }
@@ -48,7 +50,7 @@ extension MMLog {
     /// unseals, then reserve again.
     private func waitWhileSealed(_ file: LogFile) throws(MMLogError) {
         var pause = 1_000
-        while file.cursor.load(ordering: .acquiring) & Cursor.sealBit != 0 {
+        while file.cursor.load(ordering: .acquiring) & Cursor.sealBit != 0 && !file.fenced.load(ordering: .acquiring) {
             try checkUsable("append")
             Sys.sleep(nanoseconds: pause)
             pause = min(pause * 2, 1_000_000)
@@ -65,6 +67,23 @@ extension MMLog {
         return try append(bytes)
     }
 
+    /// A reservation at or past the rotation size: leave it unwritten, rotate the file at the
+    /// end of the record that straddles the size (waiting, sleeping, for that record's writer
+    /// to get there, unless it died), and move on; the caller makes it again in the new log.
+    private func rotateBySize(_ file: LogFile, size: UInt64) throws(MMLogError) {
+        var pause = 100_000
+        while file.cursor.load(ordering: .acquiring) & Cursor.retiredBit == 0 {
+            if let boundary = file.sizeBoundary(size) {
+                _ = try file.rotate(retiredAt: boundary, keep: options.keepRotated)
+                break
+            }
+            try checkUsable("append")
+            Sys.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 10_000_000)
+        }
+        _ = try moveOn(from: file)
+    }
+
     /// Completes the reservation in `hot`'s slot; nil when a void took it back (the slot is
     /// then idle and the caller reserves again).
     func finishReserved(_ hot: UnsafeMutablePointer<mmlog_hot_t>, _ bytes: UnsafeRawBufferPointer) throws(MMLogError) -> Int? {
@@ -75,22 +94,40 @@ extension MMLog {
         let start = Cursor.offset(word), gen = Cursor.gen(word)
         let end = Metadata.slotWord(slot, Slot.endOffset).load(ordering: .relaxed)
         var idle = start
+        var rotateAt: UInt64?? = .none
         do throws(MMLogError) {
-            if end > file.fileSize.load(ordering: .acquiring) {
+            let rotationSize = file.header.rotateAtBytes.load(ordering: .relaxed)
+            if end > file.fileSize.load(ordering: .acquiring) || (rotationSize != 0 && end > rotationSize)
+                || file.cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 {
                 switch try file.grow(start: start, end: end, gen: gen, idle: &idle) {
                 case .ready: break
+                case .readyThenRotate(let boundary): rotateAt = .some(boundary)
                 case .voided(let bound):
                     state.store(bound, ordering: .releasing)
+                    return nil
+                case .beyondRotation(let size):
+                    state.store(start, ordering: .releasing)  // never written here: past the retired end
+                    try rotateBySize(file, size: size)
+                    return nil
+                case .retired:
+                    state.store(start, ordering: .releasing)
+                    _ = try moveOn(from: file)
                     return nil
                 }
             }
             try file.write(bytes, at: start, end: end, hot: hot, through: self)
             state.store(end, ordering: .releasing)  // pairs with readers' acquiring slot loads
-            return Int(start)
         } catch {
             state.store(idle, ordering: .releasing)
             throw error
         }
+        if let rotateAt {
+            // Our record ends this file. The append has succeeded whatever happens now; should
+            // this rotation fail, a writer past the size or the next open finishes it.
+            _ = try? file.rotate(retiredAt: rotateAt, keep: options.keepRotated)
+            _ = try? moveOn(from: file)
+        }
+        return Int(start)
     }
 
     /// Appends through the shared overflow slot, taking turns under its lock: for threads
@@ -149,15 +186,5 @@ extension LogFile {
             try? withGrowLock { () throws(MMLogError) in header.recordHole(start, end) }
             throw error
         }
-    }
-}
-
-extension MMLog {
-    /// A rotation retired the file this thread appended to. Rotation is not part of this
-    /// version: such a log cannot be followed.
-    func moveOnIfRetired(_ file: LogFile) throws(MMLogError) -> Bool {
-        guard file.cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 else { return false }
-        throw MMLogError(kind: .incompatibleMetadata, operation: "append(\(path))",
-                         detail: "the log was retired by a rotation, which this version cannot follow")
     }
 }

@@ -69,9 +69,37 @@ extension LogFile {
         }
         // Unseal with an RMW, so the release sequence readers rely on is not broken.
         defer { _ = cursor.exchange(word, ordering: .releasing) }  // pairs with appenders' acquiring fetch-add
-        let point = min(Cursor.offset(word), fileSize.load(ordering: .acquiring))
+        var point = min(Cursor.offset(word), fileSize.load(ordering: .acquiring))
+        if word & Cursor.retiredBit != 0 { point = min(point, header.retiredAt.load(ordering: .acquiring)) }
         try Sys.ftruncate(dataFD, Int(point), path)
         fileSize.store(point, ordering: .releasing)
+    }
+
+    /// The last handle leaving a retired file (alone, holding the grow lock, trimmed): records
+    /// the ranges of writers that died in flight as holes, zero-fills every hole (so the file
+    /// reads as plain text once its metadata is gone), flushes, and removes the metadata.
+    private func finishRetired() throws(MMLogError) {
+        for i in header.activeSlots {
+            let state = header.slotState(i).load(ordering: .acquiring)
+            guard state & Slot.inFlight != 0 else { continue }
+            if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
+        }
+        let end = fileSize.load(ordering: .acquiring)
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        for hole in header.recordedHoles() where hole.lowerBound < end {
+            var position = hole.lowerBound
+            while position < min(hole.upperBound, end) {
+                let count = Int(min(UInt64(zeros.count), min(hole.upperBound, end) - position))
+                try Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(rebasing: zeros[0..<count]), Int(position), path)
+                position += UInt64(count)
+            }
+        }
+        try Sys.fdatasync(dataFD, path)
+        // The metadata is wherever the rotation (or logrotate, shifting names) put it.
+        let own = try Sys.identity(metadataFD, metadataPath)
+        if let current = Rotation.findMetadata(own, besides: path) { unlink(current) }
     }
 
     /// Closes this file for the handle: waits for its threads' appends in flight, unmaps its
@@ -91,6 +119,10 @@ extension LogFile {
             header.handleEntry(entry).storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
         }
         var trimError: MMLogError?
+        let retired = cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0
+        // This handle's records in a retired file reach the device before it leaves: a later
+        // sync() covers only the current file.
+        if retired { try? Sys.fdatasync(dataFD, path) }
         // Drop our shared lock, then try for the exclusive one: of several handles closing at
         // once, at least the last to try succeeds, so the file always ends trimmed.
         Sys.unlockByte(metadataFD, MetadataLayout.attachLockByte)
@@ -99,6 +131,7 @@ extension LogFile {
                 try growLock.withLock { (_: inout Void) throws(MMLogError) in
                     try truncateToCursor()
                     header.clean.store(1, ordering: .relaxed)
+                    if retired { try finishRetired() }
                 }
             }
         } catch {
@@ -123,15 +156,15 @@ extension LogFile {
     }
 
     /// Replaces the shared header with private memory holding a copy of page 0 (so `endOffset`
-    /// and the like still answer) with the cursor sealed: a thread still pointing into it
-    /// reaches the slow path, which finds the handle closed.
+    /// and the like still answer) with the cursor sealed and retired: a thread still pointing
+    /// into it reaches the slow path, which finds the handle closed or moves it to the new log.
     func fenceOff() {
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: MetadataLayout.headerSize, alignment: 8)
         defer { page.deallocate() }
         page.copyMemory(from: UnsafeRawBufferPointer(start: header.base, count: MetadataLayout.headerSize))
         Sys.fenceOff(header.base, MetadataLayout.metadataSize)
         header.base.copyMemory(from: page.baseAddress!, byteCount: MetadataLayout.headerSize)
-        _ = cursor.exchange(cursor.load(ordering: .relaxed) | Cursor.sealBit, ordering: .relaxed)
+        _ = cursor.exchange(cursor.load(ordering: .relaxed) | Cursor.flagMask, ordering: .relaxed)
         fenced.store(true, ordering: .releasing)
     }
 

@@ -11,6 +11,16 @@ extension LogFile {
         /// A full disk made another writer void it (see `MetadataLayout`): make it again.
         /// `idle` is a safe bound to leave in the writer's slot.
         case voided(idle: UInt64)
+        /// Its bytes are allocated, and it is the record that crosses the rotation size:
+        /// write it, then rotate with the file ending at its end (nil: at the cursor, when the
+        /// file had grown past the size before the size was set).
+        case readyThenRotate(at: UInt64?)
+        /// It starts at or past the rotation size: it is not written in this file; rotate
+        /// (see `sizeBoundary`) and make it again in the new log.
+        case beyondRotation(size: UInt64)
+        /// The file was retired, and this reservation lies past its end: make it again in
+        /// the new log.
+        case retired
     }
 
     /// Makes sure the data file is allocated up to `end` for the reservation [start, end) of
@@ -28,13 +38,46 @@ extension LogFile {
                 return .voided(idle: min(start, point))
             }
             let size = fileSize.load(ordering: .acquiring)
+            if !probe && cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 && end > header.retiredAt.load(ordering: .acquiring) {
+                // Reserved after the rotation's end was fixed (a size rotation another writer
+                // made while this one waited here): it belongs in the new log.
+                return .retired
+            }
+            // Rotation by size: never allocate past it, so every append that passes it comes here.
+            let rotationSize = probe || cursor.load(ordering: .relaxed) & Cursor.retiredBit != 0
+                ? 0 : header.rotateAtBytes.load(ordering: .relaxed)
+            var crossing = false
+            var rotateAfter: UInt64?? = .none
+            if rotationSize > 0 && end > rotationSize {
+                let crossed = header.crossingEnd.load(ordering: .relaxed)
+                // Exact while nothing was allocated past the size but the crossing record.
+                if size <= rotationSize || (crossed != 0 && size <= crossed) {
+                    if start >= rotationSize || (crossed != 0 && start >= crossed) {
+                        return .beyondRotation(size: rotationSize)
+                    }
+                    // The one record that straddles the size: it ends this file.
+                    if crossed == 0 { header.crossingEnd.store(end, ordering: .relaxed) }
+                    crossing = true
+                    rotateAfter = .some(end)
+                } else {
+                    // The file grew past the size before it was set: rotate at the cursor.
+                    rotateAfter = .some(nil)
+                }
+                if end <= size { return .readyThenRotate(at: rotateAfter!) }
+            }
             if end <= size { return .ready }
             do throws(MMLogError) {
                 guard end <= MetadataLayout.maxLogSize else {
                     throw MMLogError.system("fallocate(\(path), \(size), \(end - size)): the log would pass \(MetadataLayout.maxLogSize) bytes", EFBIG)
                 }
                 let chunk = UInt64(chunkSize), mask = UInt64(chunkMask)
-                let roomy = min(((end + mask) & ~mask) + chunk, MetadataLayout.maxLogSize)
+                var roomy = min(((end + mask) & ~mask) + chunk, MetadataLayout.maxLogSize)
+                let cap = probe ? header.rotateAtBytes.load(ordering: .relaxed) : rotationSize
+                if crossing {
+                    roomy = end  // exactly: any later reservation must come here, not write past it
+                } else if cap > 0 && size <= cap {
+                    roomy = min(roomy, max(end, cap))
+                }
                 let target: UInt64
                 do throws(MMLogError) {
                     try allocate(from: size, to: roomy)
@@ -48,6 +91,7 @@ extension LogFile {
                 }
                 noteGrowth()
                 fileSize.store(target, ordering: .releasing)  // pairs with appenders' acquiring loads
+                if let rotateAfter { return .readyThenRotate(at: rotateAfter) }
                 return .ready
             } catch {
                 if !probe {

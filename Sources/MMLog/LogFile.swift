@@ -36,6 +36,8 @@ final class LogFile: @unchecked Sendable {
     let pageSample = Mutex<PageSample>(PageSample())
     /// Serialises this handle's threads on the overflow slot (its OFD lock does not).
     let overflow = Mutex<Void>(())
+    /// Serialises this handle's threads in a rotation (its OFD lock does not).
+    let rotateLock = Mutex<Void>(())
     /// Serialises the flusher role of a group commit among this handle's threads.
     let flushLock = Mutex<Void>(())
     /// The writer slots this handle owns (it holds their lock bytes) and which are unused.

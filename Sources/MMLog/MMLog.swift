@@ -46,6 +46,14 @@ public final class MMLog: @unchecked Sendable {
         /// synced often writes about its own bytes to the device (see `PageStrategy`). False:
         /// every chunk gets `hugePages` and `prefault`.
         public var adaptivePages: Bool
+        /// Rotate the log when it passes this many bytes (nil: never): the record that
+        /// crosses the size ends the file, and every later one goes to the new log. The
+        /// log's threshold is the first one set (by its creator or the first handle that has
+        /// one): give every process the same.
+        public var rotateAtBytes: Int?
+        /// When this handle rotates, remove the oldest rotated files beyond this many (nil:
+        /// keep all). Rotated files are named `<path>.<UTC time>` (see `MMLog.rotate`).
+        public var keepRotated: Int?
 
         public static let defaultChunkSize = 4 << 20  // see the README: scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
@@ -54,9 +62,12 @@ public final class MMLog: @unchecked Sendable {
 
         public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,
                     permissions: mode_t = 0o644, prefault: Prefault = .write, hugePages: Bool = true,
-                    prefetch: Bool = true, adaptivePages: Bool = true) {
+                    prefetch: Bool = true, adaptivePages: Bool = true, rotateAtBytes: Int? = nil,
+                    keepRotated: Int? = nil) {
             self.prefetch = prefetch
             self.adaptivePages = adaptivePages
+            self.rotateAtBytes = rotateAtBytes
+            self.keepRotated = keepRotated
             self.chunkSize = chunkSize
             self.maxChunks = maxChunks
             self.permissions = permissions
@@ -74,6 +85,12 @@ public final class MMLog: @unchecked Sendable {
             }
             if maxChunks > Options.maxMaxChunks {
                 return "maxChunks \(maxChunks) must be at most \(Options.maxMaxChunks)"
+            }
+            if let rotateAtBytes, rotateAtBytes < 1 || UInt64(rotateAtBytes) > MetadataLayout.maxLogSize {
+                return "rotateAtBytes \(rotateAtBytes) must be at least 1 and at most \(MetadataLayout.maxLogSize)"
+            }
+            if let keepRotated, keepRotated < 0 {
+                return "keepRotated \(keepRotated) must not be negative"
             }
             return nil
         }
@@ -119,6 +136,8 @@ public final class MMLog: @unchecked Sendable {
     /// The file this handle appends to now (the last) and older ones (retired by rotation),
     /// which stay alive, fenced off, until deinit: threads' hot entries may point into them.
     let files: FileList
+    /// Serialises moving to a new log after a rotation among this handle's threads.
+    let mover = Mutex<Void>(())
 
     private static let nextID = Atomic<UInt64>(1)
 
@@ -130,17 +149,17 @@ public final class MMLog: @unchecked Sendable {
     /// left unclean by a crash is recovered here, without operator action (`recovery` says
     /// what was found).
     public convenience init(path: String, options: Options = Options()) throws(MMLogError) {
-        try self.init(path: path, options: options, requireAlone: false)
+        try self.init(path: path, options: options, mode: .append)
     }
 
-    /// `requireAlone`: refuse (`.dataFileInUse`) when another handle is attached (recovery).
-    init(path: String, options: Options, requireAlone: Bool) throws(MMLogError) {
+    /// `mode` `.recover`: refuse (`.dataFileInUse`) when another handle is attached.
+    init(path: String, options: Options, mode: LogFile.OpenMode) throws(MMLogError) {
         if let why = options.problem() {
             throw MMLogError(kind: .invalidOptions, operation: "MMLog(\(path))", detail: why)
         }
         mmlog_register_atfork()
         mmlog_membarrier_prepare()  // before the prefetch thread: see the shim
-        let file = try LogFile.open(path: path, options: options, requireAlone: requireAlone)
+        let file = try LogFile.open(path: path, options: options, mode: mode)
         self.path = path
         self.metadataPath = file.metadataPath
         self.options = options

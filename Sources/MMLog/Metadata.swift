@@ -50,7 +50,12 @@ import Atomics
 ///                            generation g reset the cursor to           acquiring load
 ///    896    8 retiredAt      rotator: end of the log when retired      releasing store / acquiring load
 ///    904    8 rotations      rotator: how many times this path rotated plain, under the rotate lock
-///    912    8 rotateAtBytes  creator: the size that triggers rotation  relaxed (0: never)
+///    912    8 rotateAtBytes  creator (or the first handle with the      relaxed (0: never)
+///                            option): the size that triggers rotation
+///    920    8 crossingEnd    grower (grow lock): the end of the record relaxed, under the grow lock;
+///                            that crosses rotateAtBytes               readers: under the rotate lock
+///   1024    4 retiredNameLength  rotator (rotate lock): the name the  plain, under the rotate lock,
+///   1028 1000 retiredName        data file is retired under           before the retired bit is set
 ///   2048 2048 handles        128 x 16 bytes: pid (4), in use (4),      plain, by the handle that
 ///                            opened at (8, CLOCK_REALTIME seconds)     holds the entry's lock byte
 ///
@@ -172,6 +177,9 @@ package enum MetadataLayout {
     package static let retiredAtOffset = 896
     package static let rotationsOffset = 904
     package static let rotateAtBytesOffset = 912
+    package static let crossingEndOffset = 920
+    package static let retiredNameOffset = 1024
+    package static let retiredNameCapacity = 1000
     package static let handlesOffset = 2048
     package static let handleEntrySize = 16
     package static let handleCount = 128
@@ -279,7 +287,7 @@ struct Metadata {
                      L.growIntervalOffset, L.syncsAtGrowOffset, L.cursorOffset, L.durableOffset,
                      L.flushStartedOffset, L.flushesOffset, L.syncCallsOffset, L.holeCountOffset,
                      L.holesDroppedOffset, L.holeReachOffset, L.slotHighWaterOffset, L.retiredAtOffset,
-                     L.rotationsOffset, L.rotateAtBytesOffset]
+                     L.rotationsOffset, L.rotateAtBytesOffset, L.crossingEndOffset]
         words += (0..<L.voidPointCount).map { L.voidPointsOffset + 8 * $0 }
         for offset in words {
             (base + offset).bindMemory(to: UnsafeAtomic<UInt64>.Storage.self, capacity: 1)
@@ -320,6 +328,22 @@ struct Metadata {
     var retiredAt: UnsafeAtomic<UInt64> { atomic(MetadataLayout.retiredAtOffset) }
     var rotations: UnsafeAtomic<UInt64> { atomic(MetadataLayout.rotationsOffset) }
     var rotateAtBytes: UnsafeAtomic<UInt64> { atomic(MetadataLayout.rotateAtBytesOffset) }
+    var crossingEnd: UnsafeAtomic<UInt64> { atomic(MetadataLayout.crossingEndOffset) }
+
+    /// The name the data file is retired under (set by a rotation before the retired bit).
+    var retiredName: String {
+        get {
+            let length = min(Int(base.load(fromByteOffset: MetadataLayout.retiredNameOffset, as: UInt32.self)),
+                             MetadataLayout.retiredNameCapacity)
+            return String(decoding: UnsafeRawBufferPointer(start: base + MetadataLayout.retiredNameOffset + 4, count: length),
+                          as: UTF8.self)
+        }
+        nonmutating set {
+            let bytes = Array(newValue.utf8.prefix(MetadataLayout.retiredNameCapacity))
+            bytes.withUnsafeBytes { (base + MetadataLayout.retiredNameOffset + 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            base.storeBytes(of: UInt32(bytes.count), toByteOffset: MetadataLayout.retiredNameOffset, as: UInt32.self)
+        }
+    }
 
     func voidPoint(_ gen: UInt64) -> UnsafeAtomic<UInt64> {
         atomic(MetadataLayout.voidPointsOffset + 8 * Int(gen % UInt64(MetadataLayout.voidPointCount)))
@@ -477,6 +501,16 @@ struct Metadata {
         let trim = trimCursor.load(ordering: .relaxed)
         if trim > L.maxOffset {
             return (.corruptMetadata, "trim cursor \(trim) beyond 2^48")
+        }
+        if word & Cursor.retiredBit != 0 {
+            // A rotation stores its name and end before the bit: a retired header has both.
+            let nameLength = base.load(fromByteOffset: L.retiredNameOffset, as: UInt32.self)
+            if nameLength == 0 || nameLength > UInt32(L.retiredNameCapacity) || retiredName.contains("\0") {
+                return (.corruptMetadata, "retired without a valid retired name")
+            }
+            if retiredAt.load(ordering: .relaxed) > Cursor.offset(word) {
+                return (.corruptMetadata, "retired at \(retiredAt.load(ordering: .relaxed)), past its cursor \(Cursor.offset(word))")
+            }
         }
         let holes = holeCount.load(ordering: .acquiring)
         if holes > UInt64(L.holeCapacity) {

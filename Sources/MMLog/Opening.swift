@@ -4,18 +4,47 @@ import Glibc
 import Atomics
 
 extension LogFile {
+    /// Why a log is being opened.
+    enum OpenMode {
+        /// To append: the usual open.
+        case append
+        /// `mmlog recover`: only when no other handle is attached.
+        case recover
+        /// To finish a retired (rotated) file whose last writer died: only when alone.
+        case finishRetired
+    }
+
     /// Opens (creating when needed) the log at `path` and attaches to it.
     ///
     /// Under the init lock (byte 0 of the metadata file, exclusive): create or check the
     /// header, open the data file, then attach: a shared lock on the data file's byte 0 and
     /// the metadata's attach byte. An opener that finds itself alone (it can take the attach
-    /// byte exclusively) first makes the log consistent with its data file (`recover`).
-    static func open(path: String, options: MMLog.Options, requireAlone: Bool = false) throws(MMLogError) -> LogFile {
+    /// byte exclusively) first makes the log consistent with its data file (`Recovery`).
+    ///
+    /// When the metadata at the path belongs to a log that is being rotated, or whose data
+    /// file was renamed away (logrotate) or deleted, the opener finishes that rotation (see
+    /// `Rotation.swift`) and opens again: it gets the new log at the path.
+    static func open(path: String, options: MMLog.Options, mode: OpenMode = .append) throws(MMLogError) -> LogFile {
+        for _ in 0..<100 {
+            if let file = try openOnce(path: path, options: options, mode: mode) { return file }
+        }
+        throw MMLogError(kind: .dataFileInUse, operation: "MMLog(\(path))",
+                         detail: "the log kept being rotated while it was opened (100 attempts)")
+    }
+
+    /// One attempt; nil when the log at the path was rotated meanwhile (open again).
+    private static func openOnce(path: String, options: MMLog.Options, mode: OpenMode) throws(MMLogError) -> LogFile? {
         let page = Sys.pageSize
         let metadataPath = path + ".mmlog"
-        let metaFD = try Sys.open(metadataPath, O_RDWR | O_CREAT, options.permissions)
+        let metaFD: Int32
+        if mode == .finishRetired {
+            metaFD = try Sys.open(metadataPath, O_RDWR)
+        } else {
+            metaFD = try Sys.open(metadataPath, O_RDWR | O_CREAT, options.permissions)
+        }
         var dataFD: Int32 = -1
         var mapped: (base: UnsafeMutableRawPointer, length: Int)?
+        var finishAfterwards: String?
         do throws(MMLogError) {
             _ = try Sys.lockByte(metaFD, MetadataLayout.initLockByte, F_WRLCK, wait: true, "\(metadataPath) init")
             defer { Sys.unlockByte(metaFD, MetadataLayout.initLockByte) }
@@ -44,6 +73,7 @@ extension LogFile {
                 guard state == 0, meta.magic == 0 || meta.magic == MetadataLayout.magic else {
                     throw refuse(.corruptMetadata, "not an MMLog header (state 0x\(String(state, radix: 16)))")
                 }
+                guard mode != .finishRetired else { throw refuse(.notALog, "not a retired log") }
                 if length < MetadataLayout.metadataSize {
                     Sys.unmap(base, length)
                     mapped = nil
@@ -57,13 +87,22 @@ extension LogFile {
                 // Fresh metadata may drive an existing data file only if nothing else does.
                 try lockDataExclusively(dataFD, path, metadataPath)
                 let existing = try Sys.size(dataFD, path)
-                meta.initialize(pageSize: page, chunkSize: options.chunkSize, dataSize: existing, rotateAtBytes: 0)
+                meta.initialize(pageSize: page, chunkSize: options.chunkSize, dataSize: existing,
+                                rotateAtBytes: options.rotateAtBytes ?? 0)
                 try recordIdentity(meta, dataFD, path)
                 meta.state.store(MetadataLayout.ready, ordering: .releasing)  // pairs with the acquiring load above
                 created = true
             } else {
                 if let (kind, why) = meta.problem(pageSize: page, length: metaSize) {
                     throw refuse(kind, why)
+                }
+                if meta.version != MetadataLayout.version1 && meta.cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 {
+                    guard mode == .finishRetired else {
+                        // A rotation retired this log: finish its renames (waiting for a live
+                        // rotator), then open the new log at the path.
+                        try Rotation.completeRenames(meta, metadataFD: metaFD, path: path, waitForRotator: true)
+                        throw OpenAgain()
+                    }
                 }
                 do throws(MMLogError) {
                     dataFD = try Sys.open(path, O_RDWR)
@@ -74,6 +113,30 @@ extension LogFile {
 
             // Attach. Alone: recover (or upgrade) before anything is appended on the header's word.
             let alone = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach")
+            if !alone && mode != .append {
+                throw MMLogError(kind: .dataFileInUse, operation: "recover(\(path))",
+                                 detail: "other processes are attached to \(metadataPath); recovery runs only with no writer attached (the next process to open the log alone runs it by itself)")
+            }
+            // Does the header describe the file at the path? If not, and the file it describes
+            // was renamed beside it (logrotate), that is a rotation: retire the log under that
+            // name and open anew. If it was deleted under writers, retire it too.
+            if !created && meta.version != MetadataLayout.version1 && mode != .finishRetired {
+                let recorded = FileIdentity(device: meta.dataDevice, inode: meta.dataInode)
+                let atPath = dataFD >= 0 ? try Sys.identity(dataFD, path) : nil
+                if atPath != recorded {
+                    if let renamed = Rotation.findRenamed(recorded, besides: path) {
+                        try Rotation.adopt(meta, metadataFD: metaFD, path: path, renamedTo: renamed)
+                        if alone { finishAfterwards = renamed }
+                        throw OpenAgain()
+                    }
+                    if !alone && Sys.bootID == meta.bootID {
+                        // Its data file is gone while writers append to it: retire it so they
+                        // move to a new log at the path, and take its metadata away.
+                        try Rotation.adopt(meta, metadataFD: metaFD, path: path, renamedTo: nil)
+                        throw OpenAgain()
+                    }
+                }
+            }
             var report: RecoveryReport?
             if alone {
                 if dataFD < 0 {
@@ -85,7 +148,8 @@ extension LogFile {
                         (base, length, meta) = try upgradeMapping(metaFD, metadataPath, base, length)
                         mapped = (base, length)
                     }
-                    meta.initialize(pageSize: page, chunkSize: Int(meta.chunkSize), dataSize: 0, rotateAtBytes: 0)
+                    meta.initialize(pageSize: page, chunkSize: Int(meta.chunkSize), dataSize: 0,
+                                    rotateAtBytes: options.rotateAtBytes ?? 0)
                     try recordIdentity(meta, dataFD, path)
                     meta.state.store(MetadataLayout.ready, ordering: .releasing)
                     report = RecoveryReport(path: path, found: ["the data file was missing: started a new, empty log"])
@@ -104,17 +168,13 @@ extension LogFile {
                 _ = try Sys.lockByte(dataFD, MetadataLayout.dataLockByte, F_RDLCK, wait: true, "\(path) data")
                 _ = try Sys.lockByte(metaFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach")
             } else {
-                if requireAlone {
-                    throw MMLogError(kind: .dataFileInUse, operation: "recover(\(path))",
-                                     detail: "other processes are attached to \(metadataPath); recovery runs only with no writer attached (the next process to open the log alone runs it by itself)")
-                }
                 if meta.version == MetadataLayout.version1 {
                     throw refuse(.incompatibleMetadata,
                                  "format version 1, in use by another process (an older MMLog); it is upgraded to version \(MetadataLayout.version) when opened with no other handle attached")
                 }
                 guard dataFD >= 0 else {
                     throw MMLogError(kind: .dataFileMissing, operation: "MMLog(\(path))",
-                                     detail: "\(metadataPath) is attached by other processes but its data file \(path) does not exist (was it renamed or deleted under them?)")
+                                     detail: "\(metadataPath) is attached by other processes but its data file \(path) does not exist")
                 }
                 let identity = try Sys.identity(dataFD, path)
                 if identity.device != meta.dataDevice || identity.inode != meta.dataInode {
@@ -127,14 +187,20 @@ extension LogFile {
                 // else, and later openers wait on the init lock we hold.
                 try Recovery.finishInterruptedTrim(meta, dataFD: dataFD, path: path)
             }
+            if let rotateAtBytes = options.rotateAtBytes {
+                _ = meta.rotateAtBytes.compareExchange(expected: 0, desired: UInt64(rotateAtBytes), ordering: .relaxed)
+            }
             let entry = claimHandleEntry(meta, metaFD)
-            let file = LogFile(path: path, metadataPath: metadataPath, dataFD: dataFD, metadataFD: metaFD, header: meta,
-                               options: options, recovery: report, handleEntry: entry)
-            return file
+            return LogFile(path: path, metadataPath: metadataPath, dataFD: dataFD, metadataFD: metaFD, header: meta,
+                           options: options, recovery: report, handleEntry: entry)
         } catch {
             if let mapped { Sys.unmap(mapped.base, mapped.length) }
             if dataFD >= 0 { Sys.close(dataFD) }
             Sys.close(metaFD)  // with the header unmapped, this drops any lock taken above
+            if error.isOpenAgain {
+                if let finishAfterwards { Rotation.finishRetired(path: finishAfterwards, options: options) }
+                return nil
+            }
             throw error
         }
     }
@@ -182,4 +248,14 @@ extension LogFile {
         }
         return nil
     }
+}
+
+/// Thrown inside `openOnce` when the log at the path turned out to be rotated: open again.
+func OpenAgain() -> MMLogError {
+    MMLogError(kind: .system, operation: MMLogError.openAgainMarker, errno: EAGAIN, detail: "the log was rotated: open again")
+}
+
+extension MMLogError {
+    static let openAgainMarker = "MMLog: open again"
+    var isOpenAgain: Bool { operation == Self.openAgainMarker }
 }

@@ -38,19 +38,47 @@ public final class MMLogReader {
     public static let defaultDeadWriterProbeDelay = 20_000_000
 
     /// Opens the log at `path` (the data file) for reading.
+    ///
+    /// The data file and its metadata are opened one after the other; a rotation between the
+    /// two would pair one log's data with the next one's metadata, so the pair is checked (the
+    /// metadata records its data file's identity) and opened again when it does not match. A
+    /// pair that never matches (files copied elsewhere) is read as a plain file.
     public init(path: String) throws(MMLogError) {
         self.path = path
         self.metadataPath = path + ".mmlog"
-        do throws(MMLogError) {
-            dataFD = try Sys.open(path, O_RDONLY)
-        } catch where error.errno == ENOENT {
-            throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", errno: ENOENT, detail: "no such file")
-        }
-        do throws(MMLogError) {
-            metadata = try Self.openMetadata(metadataPath, path: path)
-        } catch {
-            Sys.close(dataFD)
-            throw error
+        var attempts = 0
+        while true {
+            let fd: Int32
+            do throws(MMLogError) {
+                fd = try Sys.open(path, O_RDONLY)
+            } catch where error.errno == ENOENT {
+                throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", errno: ENOENT, detail: "no such file")
+            }
+            let found: (fd: Int32, header: Metadata, length: Int)?
+            do throws(MMLogError) {
+                found = try Self.openMetadata(metadataPath, path: path)
+            } catch {
+                Sys.close(fd)
+                throw error
+            }
+            attempts += 1
+            if let found, found.header.version != MetadataLayout.version1,
+               let identity = try? Sys.identity(fd, path),
+               identity != FileIdentity(device: found.header.dataDevice, inode: found.header.dataInode) {
+                Sys.unmap(found.header.base, found.length)
+                Sys.close(found.fd)
+                if attempts < 50 {
+                    Sys.close(fd)
+                    Sys.sleep(nanoseconds: 2_000_000)
+                    continue
+                }
+                dataFD = fd
+                metadata = nil
+                return
+            }
+            dataFD = fd
+            metadata = found
+            return
         }
     }
 
@@ -143,7 +171,11 @@ public final class MMLogReader {
                 header.slotState($0.slot).load(ordering: .relaxed) == $0.state && header.slotClaims($0.slot).load(ordering: .relaxed) == $0.claims
             }
         }
-        watermarkSeen = max(watermarkSeen, mark.offset)
+        var offset = mark.offset
+        if mark.cursor & Cursor.retiredBit != 0 {
+            offset = min(offset, header.retiredAt.load(ordering: .acquiring))  // reservations past it move on
+        }
+        watermarkSeen = max(watermarkSeen, offset)
         return watermarkSeen
     }
 

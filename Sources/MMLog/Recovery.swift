@@ -233,7 +233,7 @@ extension MMLog {
         guard Sys.identity(atPath: path + ".mmlog") != nil else {
             return RecoveryReport(path: path, found: [])
         }
-        let log = try MMLog(path: path, options: Options(prefault: .none, hugePages: false, prefetch: false), requireAlone: true)
+        let log = try MMLog(path: path, options: Options(prefault: .none, hugePages: false, prefetch: false), mode: .recover)
         var report = log.recovery ?? RecoveryReport(path: path, found: [])
         let cursor = Int(Cursor.offset(log.current.cursor.load(ordering: .acquiring)))
         if report.found.isEmpty { report.cursorBefore = cursor; report.cursorAfter = cursor }

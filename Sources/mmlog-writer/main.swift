@@ -45,6 +45,11 @@ struct Writer: ParsableCommand {
     @Option(help: "The file whose appearance ends a pause.") var resumeFile: String?
     @Flag(help: "Print 'synced <n>' on stdout each time a sync() covering records 0..<n returns.") var reportSyncs = false
     @Flag(help: "Run one more thread that calls trim() in a loop while the others append.") var trimThread = false
+    @Option(help: "MMLog.Options.rotateAtBytes: rotate the log when it passes this size.") var rotateAtBytes: Int?
+    @Option(help: "MMLog.Options.keepRotated: rotated files to keep.") var keepRotated: Int?
+    @Option(help: "Call rotate() after every this many records.") var rotateEvery: Int?
+    @Option(help: "When this process rotates, print 'rotating' and pause this many ms between retiring the log and renaming its files.")
+    var rotatePauseMs: Int?
     @Flag(help: "Check every sync(): when it returns, a flush that began after the call has ended, or the durable watermark is past the record; exit 5 on a violation.")
     var checkSyncs = false
     @Option(help: "When this process flushes for a group commit, print 'flushing' and pause this many ms inside the flush.")
@@ -59,6 +64,12 @@ struct Writer: ParsableCommand {
     }
 
     func run() throws {
+        if let rotatePauseMs {
+            MMLog.testRotateHook = {
+                printOut("rotating")
+                sleepNanoseconds(UInt64(rotatePauseMs) * 1_000_000)
+            }
+        }
         if let flushPauseMs {
             MMLog.testFlushHook = {
                 printOut("flushing")
@@ -69,7 +80,8 @@ struct Writer: ParsableCommand {
         let log: MMLog
         do {
             log = try MMLog(path: path, options: .init(chunkSize: chunkSize, maxChunks: maxChunks, prefault: prefault,
-                                                       hugePages: hugePages, prefetch: prefetch))
+                                                       hugePages: hugePages, prefetch: prefetch,
+                                                       rotateAtBytes: rotateAtBytes, keepRotated: keepRotated))
         } catch {
             printError("mmlog-writer: \(error)")
             throw ExitCode.failure
@@ -126,6 +138,7 @@ struct Writer: ParsableCommand {
             do {
                 let offset = try log.append(UnsafeRawBufferPointer(record))
                 appended += 1
+                if let rotateEvery, (i + 1) % rotateEvery == 0 { try log.rotate() }
                 if syncEvery > 0 && (i + 1) % syncEvery == 0 {
                     let before = checkSyncs ? log.flushSequenceForTesting : (started: 0, done: 0)
                     try log.sync()

@@ -114,8 +114,10 @@ struct Tail: ParsableCommand {
         return end
     }
 
-    /// With -F: when PATH is now another file and the old one is finished (retired and read
-    /// to its end, or no writer attached and read to its end), the reader of the new one.
+    /// With -F: when the file being read is finished (retired and read to its end, or no
+    /// writer attached and read to its end) and PATH is now another file, the reader of the
+    /// file that came next: the oldest rotated file newer than this one (rotations may come
+    /// faster than a reader), else the file at PATH.
     private func rotated(from reader: MMLogReader, at offset: Int) throws -> MMLogReader? {
         guard let identity = reader.fileIdentity else { return nil }
         var st = stat()
@@ -128,6 +130,39 @@ struct Tail: ParsableCommand {
             finished = try !tool { () throws(MMLogError) in try reader.writersAttached() }
         }
         guard finished else { return nil }
+        let sequence = Self.filesInOrder(path)
+        let identities = sequence.map { name -> (UInt64, UInt64)? in
+            var info = stat()
+            return stat(name, &info) == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
+        }
+        if let position = identities.firstIndex(where: { $0?.0 == identity.device && $0?.1 == identity.inode }),
+           position + 1 < sequence.count {
+            return try? MMLogReader(path: sequence[position + 1])
+        }
         return try? MMLogReader(path: path)
+    }
+
+    /// The log's files oldest first: rotated ones by their names (PATH.<UTC time>[-N], or
+    /// logrotate's PATH.N, highest first), then PATH.
+    static func filesInOrder(_ path: String) -> [String] {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { String(path[..<$0]) } ?? "."
+        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard let dir = opendir(directory.isEmpty ? "/" : directory) else { return [path] }
+        defer { closedir(dir) }
+        var stamped: [(String, Int, String)] = [], numbered: [(Int, String)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix(base + "."), !name.hasSuffix(".mmlog") else { continue }
+            let full = (slash == nil ? "" : directory + "/") + name
+            let suffix = name.dropFirst(base.count + 1)
+            if let n = Int(suffix) {
+                numbered.append((n, full))
+            } else if suffix.count >= 16, suffix.dropFirst(15).first == "Z" {
+                let parts = suffix.split(separator: "-")
+                stamped.append((String(parts[0]), parts.count > 1 ? Int(parts[1]) ?? 1 : 1, full))
+            }
+        }
+        return numbered.sorted { $0.0 > $1.0 }.map(\.1) + stamped.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map(\.2) + [path]
     }
 }

@@ -51,7 +51,7 @@ final class ReaderTests: XCTestCase {
         try MMLog(path: path, options: .init(chunkSize: 1 << 16)).close()  // exists, so tail -f can start first
         let tailOut = scratch.file("tail.out")
         let tail = spawn(product("mmlog"), ["tail", "-n", "0", "-f", path], stdoutPath: tailOut)
-        usleep(200_000)
+        waitUntil(tail.pid, hasOpen: path)  // tail may start slowly on a busy machine
         let writers = Watched((0..<6).map { textWriter(path, worker: $0, ops: ops, size: size, extra: ["--rate", "40000"]) })
         let bytes = try follow(path) { writers.poll() }.bytes
         XCTAssertTrue(writers.waitAll().allSatisfy(\.succeeded))

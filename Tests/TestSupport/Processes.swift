@@ -186,3 +186,23 @@ public final class Watched {
         return children.indices.map { statuses[$0]! }
     }
 }
+
+/// The paths a process has open (from /proc/PID/fd).
+public func openFiles(of pid: pid_t) -> [String] {
+    guard let dir = opendir("/proc/\(pid)/fd") else { return [] }
+    defer { closedir(dir) }
+    var paths: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(pid)/fd/\(name)", &buffer, buffer.count - 1)
+        if n > 0 { paths.append(String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+    }
+    return paths
+}
+
+/// Waits (up to `seconds`) until `pid` has `path` open: a follower is ready.
+public func waitUntil(_ pid: pid_t, hasOpen path: String, seconds: Double = 10) {
+    let deadline = nowNanoseconds(CLOCK_MONOTONIC) + UInt64(seconds * 1e9)
+    while !openFiles(of: pid).contains(path) && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(10_000) }
+}

@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BenchRecords
+import MMLog
+import TestSupport
+import XCTest
+
+/// Rotation across processes: by size, from outside (`mmlog rotate`, logrotate), with a
+/// rotator killed in the middle; every record whole in exactly one file.
+final class RotationTests: XCTestCase {
+    var scratch: ScratchDirectory!
+
+    override func setUp() { scratch = ScratchDirectory("mmlog-rotation") }
+    override func tearDown() { scratch.remove() }
+
+    func writer(_ path: String, worker: Int, ops: Int, size: Int, extra: [String] = [], stdout: String = "/dev/null") -> Child {
+        spawn(product("mmlog-writer"), ["--path", path, "--worker", "\(worker)", "--ops", "\(ops)", "--size", "\(size)", "--text",
+                                        "--chunk-size", "65536"] + extra, stdoutPath: stdout)
+    }
+
+    /// The data files of the log at `path`: rotated ones oldest first (by the naming rule, or
+    /// by logrotate's `.N`, highest first), then the current one.
+    func logFiles(_ path: String) -> [String] {
+        let directory = String(path[..<path.lastIndex(of: "/")!])
+        let base = String(path[path.index(after: path.lastIndex(of: "/")!)...])
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var stamped: [(String, Int, String)] = [], numbered: [(Int, String)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix(base + "."), !name.hasSuffix(".mmlog") else { continue }
+            let suffix = name.dropFirst(base.count + 1)
+            if let n = Int(suffix) { numbered.append((n, directory + "/" + name)); continue }
+            let parts = suffix.split(separator: "-")
+            stamped.append((String(parts[0]), parts.count > 1 ? Int(parts[1]) ?? 1 : 1, directory + "/" + name))
+        }
+        let rotated = numbered.sorted { $0.0 > $1.0 }.map(\.1) + stamped.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map(\.2)
+        return rotated + (fileSize(path) != nil ? [path] : [])
+    }
+
+    /// Every committed line of every file, in order, checked; plus each file's size. Files are
+    /// read as `mmlog` reads them: holes skipped, and NUL bytes (a finished rotated file's
+    /// zero-filled holes) dropped.
+    func union(_ path: String, size: Int) throws -> (check: TextLines.Check, sizes: [String: Int]) {
+        var bytes: [UInt8] = []
+        var sizes: [String: Int] = [:]
+        for file in logFiles(path) {
+            sizes[file] = fileSize(file)
+            let reader = try MMLogReader(path: file)
+            reader.deadWriterProbeDelay = 0
+            bytes += try reader.read(from: 0, maxBytes: 64 << 20).bytes.filter { $0 != 0 }
+        }
+        return (TextLines.check(bytes, size: size), sizes)
+    }
+
+    func testSizeRotationUnderSixWritersPutsEveryRecordInExactlyOneFileWithinTheSize() throws {
+        let path = scratch.file("app.log")
+        let (size, ops, limit) = (137, 15_000, 700_000)
+        let writers = Watched((0..<6).map { writer(path, worker: $0, ops: ops, size: size, extra: ["--rotate-at-bytes", "\(limit)"]) })
+        for (w, status) in writers.waitAll().enumerated() { XCTAssertTrue(status.succeeded, "writer \(w): \(status)") }
+        let (check, sizes) = try union(path, size: size)
+        print("\(sizes.count) files: \(sizes.values.sorted())")
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        for w in 0..<6 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        XCTAssertGreaterThanOrEqual(sizes.count, 6 * ops * size / limit)
+        for (file, bytes) in sizes { XCTAssertLessThanOrEqual(bytes, limit + size, "\(file): within the size plus one record") }
+        XCTAssertEqual(logFiles(path).filter { fileSize($0 + ".mmlog") != nil }, [path], "rotated files are finished: no metadata left")
+    }
+
+    func testRotationsFromOutsideAndARotatorKilledMidwayLoseNothing() throws {
+        let path = scratch.file("app.log")
+        let (size, ops) = (90, 12_000)
+        // The victim rotates every 3,000 records and pauses inside each rotation (retired, not
+        // yet renamed); it is killed in one.
+        let victimOut = scratch.file("victim.out")
+        let victim = writer(path, worker: 0, ops: 1_000_000, size: size,
+                            extra: ["--rate", "20000", "--rotate-every", "3000", "--rotate-pause-ms", "5000"], stdout: victimOut)
+        let others = Watched((1..<6).map { writer(path, worker: $0, ops: ops, size: size, extra: ["--rate", "20000"]) })
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 20_000_000_000
+        while !readText(victimOut).contains("rotating") && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(2_000) }
+        XCTAssertTrue(readText(victimOut).contains("rotating"))
+        victim.kill()  // inside its rotation: the log is retired, its files not yet renamed
+        _ = victim.wait()
+        // Then rotations from outside, as cron would make them, while the others write.
+        for _ in 0..<4 {
+            usleep(60_000)
+            let (status, _, stderr) = TestSupport.run(product("mmlog"), ["rotate", path])
+            XCTAssertEqual(status.code, 0, stderr)
+        }
+        for (w, status) in others.waitAll().enumerated() { XCTAssertTrue(status.succeeded, "writer \(w + 1): \(status)") }
+        let (check, sizes) = try union(path, size: size)
+        print("\(sizes.count) files after 4 outside rotations and a killed rotator; \(check)")
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        XCTAssertTrue(check.hasPrefix(worker: 0, atMost: 1_000_000), "the killed writer: \(check)")
+        for w in 1..<6 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        XCTAssertGreaterThanOrEqual(sizes.count, 5)
+        XCTAssertEqual(logFiles(path).filter { fileSize($0 + ".mmlog") != nil }, [path],
+                       "every rotated file was finished, the killed rotator's too")
+    }
+
+    func testKeepRotatedRemovesTheOldestAndNamesSortByTime() throws {
+        let path = scratch.file("keep.log")
+        let log = try MMLog(path: path, options: .init(keepRotated: 3))
+        for round in 0..<6 {
+            try log.append("round \(round)\n")
+            XCTAssertTrue(try log.rotate())
+        }
+        try log.append("current\n")
+        try log.close()
+        let files = logFiles(path)
+        XCTAssertEqual(files.count, 4, "three rotated and the current one: \(files)")
+        XCTAssertEqual(files.map { readText($0) }, ["round 3\n", "round 4\n", "round 5\n", "current\n"])
+        XCTAssertEqual(files.dropLast(), files.dropLast().sorted { a, b in
+            // ls order: the time stamp, then the -N of rotations in the same second.
+            a.count == b.count ? a < b : a.count < b.count
+        }.prefix(3))
+        XCTAssertFalse(try MMLog(path: scratch.file("empty.log")).rotate(), "an empty log is not rotated")
+    }
+
+    func testTailFFollowsAcrossRotations() throws {
+        let path = scratch.file("followed.log")
+        let out = scratch.file("tail.out")
+        try MMLog(path: path).close()  // the log exists; tail -F opens it, at its end (empty)
+        let tail = spawn(product("mmlog"), ["tail", "-F", "-n", "0", path], stdoutPath: out)
+        waitUntil(tail.pid, hasOpen: path)  // tail may start slowly on a busy machine
+        let (size, ops) = (64, 6000)
+        let writers = Watched((0..<4).map { writer(path, worker: $0, ops: ops, size: size, extra: ["--rotate-at-bytes", "200000", "--rate", "20000"]) })
+        XCTAssertTrue(writers.waitAll().allSatisfy(\.succeeded))
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        var check = TextLines.check(readBytes(out), size: size)
+        while check.perWorker.values.reduce(0, { $0 + $1.count }) < 4 * ops && nowNanoseconds(CLOCK_MONOTONIC) < deadline {
+            usleep(50_000)
+            check = TextLines.check(readBytes(out), size: size)
+        }
+        usleep(300_000)
+        tail.kill(SIGTERM)
+        _ = tail.wait()
+        check = TextLines.check(readBytes(out), size: size)
+        XCTAssertGreaterThan(logFiles(path).count, 4, "the log rotated several times")
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "tail -F, worker \(w): \(check)") }
+    }
+
+    /// The README's logrotate configuration: logrotate renames the file, `mmlog rotate` in its
+    /// postrotate finishes the rotation, while writers write.
+    func testLogrotateWithMMLogRotateInPostrotate() throws {
+        let logrotate = "/usr/sbin/logrotate"
+        guard access(logrotate, X_OK) == 0 else { throw XCTSkip("logrotate is not installed (apt-get install logrotate)") }
+        let path = scratch.file("service.log")
+        let config = scratch.file("logrotate.conf")
+        writeBytes(config, Array("""
+            \(path) {
+                rotate 10
+                nocopytruncate
+                nocreate
+                nocompress
+                missingok
+                notifempty
+                postrotate
+                    \(product("mmlog")) rotate \(path)
+                endscript
+            }
+
+            """.utf8))
+        let (size, ops) = (80, 10_000)
+        let writers = Watched((0..<4).map { writer(path, worker: $0, ops: ops, size: size, extra: ["--rate", "15000"]) })
+        for _ in 0..<3 {
+            usleep(150_000)
+            let result = TestSupport.run(logrotate, ["-f", "-s", scratch.file("state"), config])
+            XCTAssertEqual(result.status.code, 0, result.stderr + result.stdout)
+        }
+        for (w, status) in writers.waitAll().enumerated() { XCTAssertTrue(status.succeeded, "writer \(w): \(status)") }
+        let files = logFiles(path)
+        let (check, _) = try union(path, size: size)
+        print("after 3 logrotate runs: \(files.map { $0.split(separator: "/").last! }); \(check)")
+        XCTAssertTrue(files.contains(path + ".3"), "\(files)")
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        XCTAssertEqual(files.filter { fileSize($0 + ".mmlog") != nil }, [path], "rotated files finished: metadata gone")
+    }
+}
