@@ -33,6 +33,12 @@ let package = Package(
             name: "MMLogLogging",
             dependencies: ["MMLog", .product(name: "Logging", package: "swift-log")]
         ),
+        // MMLog's options as command-line flags (one ParsableArguments group) for every tool that
+        // opens a log; kept out of MMLog so the library does not depend on ArgumentParser.
+        .target(
+            name: "MMLogArguments",
+            dependencies: ["MMLog", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // The record format and verifier shared by the harness and the MMLog tests.
         .target(name: "BenchRecords"),
         // libaio and liburing wrappers plus statx; needs libaio-dev and liburing-dev.
@@ -52,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "appendbench",
             dependencies: [
-                "AppendBenchCore",
+                "AppendBenchCore", "MMLogArguments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,7 +70,7 @@ let package = Package(
         // Writer process used by the multi-process tests (and handy for manual experiments).
         .executableTarget(
             name: "mmlog-writer",
-            dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["MMLog", "MMLogArguments", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Logs through MMLogHandler in each format, from one process (used by the handler tests).
@@ -96,7 +102,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "AppendBenchTests", dependencies: [
-                "AppendBenchCore", "BenchRecords", "TestSupport", "appendbench",
+                "AppendBenchCore", "BenchRecords", "MMLog", "TestSupport", "appendbench",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]),
     ]

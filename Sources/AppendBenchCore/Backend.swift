@@ -3,12 +3,6 @@ import Glibc
 #endif
 import MMLog
 
-/// MMLog's default options: the one source of the harness's MMLog defaults.
-public let mmlogDefaults = MMLog.Options()
-
-/// How MMLog prefaults a chunk it maps (`--prefault`).
-public typealias MMLogPrefault = MMLog.Prefault
-
 /// What every worker's backend is opened with.
 public struct BackendConfig: Sendable {
     /// The output file (shared by all workers of a run).
@@ -19,16 +13,8 @@ public struct BackendConfig: Sendable {
     public var batch: Int
     /// Records in flight (aio, uring). 1 = wait for each before the next.
     public var depth: Int
-    /// MMLog chunk size in bytes.
-    public var chunkSize: Int
-    /// MMLog ring capacity in chunks.
-    public var maxChunks: Int
-    /// MMLog prefaulting of a fresh chunk.
-    public var prefault: MMLogPrefault
-    /// MMLog huge page advice on its chunk mappings.
-    public var hugePages: Bool
-    /// MMLog prefaults the next chunk on a helper thread.
-    public var prefetch: Bool
+    /// What the `mmlog` backend opens its log with (`--chunk-size`, `--prefault`, ...).
+    public var mmlog: MMLog.Options
     /// Bytes all workers of the run append together (procs x ops x record size); only the
     /// `floor` backend, which maps the whole output up front, needs it.
     public var totalBytes: Int
@@ -40,22 +26,16 @@ public struct BackendConfig: Sendable {
     /// (the CLA collector's socket name); nil when the backend has no service.
     public var serviceAddress: String?
 
-    public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
-                chunkSize: Int = mmlogDefaults.chunkSize, maxChunks: Int = mmlogDefaults.maxChunks,
-                prefault: MMLogPrefault = mmlogDefaults.prefault, hugePages: Bool = mmlogDefaults.hugePages,
-                prefetch: Bool = mmlogDefaults.prefetch, totalBytes: Int = 0, fsyncEvery: Int = 0) {
-        self.fsyncEvery = fsyncEvery
-        self.serviceAddress = nil
-        self.prefetch = prefetch
-        self.prefault = prefault
-        self.hugePages = hugePages
+    public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1, mmlog: MMLog.Options = MMLog.Options(),
+                totalBytes: Int = 0, fsyncEvery: Int = 0) {
         self.path = path
         self.recordSize = recordSize
         self.batch = batch
         self.depth = depth
-        self.chunkSize = chunkSize
-        self.maxChunks = maxChunks
+        self.mmlog = mmlog
         self.totalBytes = totalBytes
+        self.fsyncEvery = fsyncEvery
+        self.serviceAddress = nil
     }
 }
 

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import BenchRecords
 import Histogram
+import MMLog
 
 /// Everything one `appendbench` invocation measures.
 public struct BenchmarkOptions: Sendable {
@@ -16,11 +17,8 @@ public struct BenchmarkOptions: Sendable {
     public var keep = false
     public var batch = 1
     public var depth = 1
-    public var chunkSize = mmlogDefaults.chunkSize
-    public var maxChunks = mmlogDefaults.maxChunks
-    public var prefault: MMLogPrefault = mmlogDefaults.prefault
-    public var hugePages = mmlogDefaults.hugePages
-    public var prefetch = mmlogDefaults.prefetch
+    /// What the `mmlog` backend opens its log with.
+    public var mmlog = MMLog.Options()
     public var latency = false
     /// fdatasync (msync for mappings) after every this many records per worker; 0: never.
     public var fsyncEvery = 0
@@ -36,8 +34,7 @@ public struct BenchmarkOptions: Sendable {
     public init() {}
 
     func config(path: String) -> BackendConfig {
-        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks,
-                      prefault: prefault, hugePages: hugePages, prefetch: prefetch,
+        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, mmlog: mmlog,
                       totalBytes: procs * ops * size, fsyncEvery: fsyncEvery)
     }
 }

@@ -91,10 +91,7 @@ extension BenchmarkReport {
             notes.append("\(padded.category) pads each record to \(padded.stride) bytes (the filesystem's direct I/O alignment); "
                          + "its throughput counts payload bytes only.")
         }
-        if options.backends.contains("mmlog") && (options.prefault != .write || !options.hugePages || !options.prefetch) {
-            notes.append("MMLog ran with --prefault \(options.prefault.rawValue)\(options.hugePages ? "" : " --no-huge-pages")"
-                         + "\(options.prefetch ? "" : " --no-prefetch").")
-        }
+        if options.backends.contains(MMLogBackend.key), let note = MMLogBackend.reportNote(options.mmlog) { notes.append(note) }
         notes.append(options.warmMemory
             ? "Before each run the harness touched and released twice as much memory as the run writes (--warm-memory), so "
                 + "every backend drew on memory the hypervisor already backed, as on bare metal."

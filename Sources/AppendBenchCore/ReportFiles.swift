@@ -71,6 +71,8 @@ extension BenchmarkReport {
         } else {
             verified = ""
         }
+        // MMLog's columns come from its backend: chunk_size where it always stood, the rest after fsync_every.
+        let mmlog = MMLogBackend.reportColumns(options.mmlog)
         let error = result.unsupported ?? run.flatMap {
             $0.measurement.failures.first ?? ($0.verification?.ok == false ? "\($0.verification!)" : nil)
         } ?? ""
@@ -84,7 +86,7 @@ extension BenchmarkReport {
         add("stride", .backend, .integer(result.stride))
         add("batch", .invocation, .integer(options.batch))
         add("depth", .invocation, .integer(options.depth))
-        add("chunk_size", .invocation, .integer(options.chunkSize))
+        for (column, value) in mmlog.prefix(1) { add(column, .invocation, value) }
         add("run", .run, .integer(run?.run ?? 0))
         add("runs", .invocation, .integer(options.runs))
         add("total_ms", .run, .number(measured?.totalMilliseconds, 3))
@@ -106,10 +108,7 @@ extension BenchmarkReport {
         add("filesystem", .invocation, .text(facts.filesystem))
         add("error", .run, .text(error))
         add("fsync_every", .invocation, .integer(options.fsyncEvery))
-        add("max_chunks", .invocation, .integer(options.maxChunks))
-        add("prefault", .invocation, .text(options.prefault.rawValue))
-        add("huge_pages", .invocation, .flag(options.hugePages))
-        add("prefetch", .invocation, .flag(options.prefetch))
+        for (column, value) in mmlog.dropFirst() { add(column, .invocation, value) }
         add("warm_memory", .invocation, .flag(options.warmMemory))
         add("page_reporting", .invocation, .text(facts.pageReporting.rawValue))
         add("steal_ms", .run, run.flatMap(stealMilliseconds).map { .number($0) } ?? .none)

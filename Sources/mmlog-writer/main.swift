@@ -7,6 +7,7 @@ import ArgumentParser
 import BenchRecords
 import Logging
 import MMLog
+import MMLogArguments
 import MMLogLogging
 
 struct Writer: ParsableCommand {
@@ -25,11 +26,7 @@ struct Writer: ParsableCommand {
     @Option(help: "Records per thread.") var ops = 1000
     @Option(help: "Bytes per record.") var size = 128
     @Option(help: "Threads appending at once.") var threads = 1
-    @Option(help: "MMLog chunk size in bytes.") var chunkSize = MMLog.Options().chunkSize
-    @Option(help: "MMLog ring capacity in chunks.") var maxChunks = MMLog.Options().maxChunks
-    @Option(help: "How MMLog prefaults a chunk: write, read or none.") var prefault = MMLog.Options().prefault
-    @Flag(inversion: .prefixedNo, help: "MMLog's huge page advice.") var hugePages = MMLog.Options().hugePages
-    @Flag(inversion: .prefixedNo, help: "MMLog's prefetch thread.") var prefetch = MMLog.Options().prefetch
+    @OptionGroup var mmlog: MMLogFlags
     @Option(help: "Start at this CLOCK_REALTIME time in nanoseconds (0: now).") var startAt: UInt64 = 0
     @Flag(inversion: .prefixedNo, help: "Close the log at the end (--no-close leaves as a crash would).") var close = true
     @Flag(help: "Log lines through swift-log and MMLogHandler instead of writing records.") var swiftLog = false
@@ -58,8 +55,7 @@ struct Writer: ParsableCommand {
         while startAt > 0 && realtimeNanoseconds() < startAt {}
         let log: MMLog
         do {
-            log = try MMLog(path: path, options: .init(chunkSize: chunkSize, maxChunks: maxChunks, prefault: prefault,
-                                                       hugePages: hugePages, prefetch: prefetch))
+            log = try MMLog(path: path, options: mmlog.options)
         } catch {
             printError("mmlog-writer: \(error)")
             throw ExitCode.failure
@@ -169,8 +165,6 @@ func logLines(worker: Int, ops: Int) {
         logger.info("record \(i)", metadata: ["worker": "\(worker)", "i": "\(i)"])
     }
 }
-
-extension MMLog.Prefault: ExpressibleByArgument {}
 
 /// Writes a line to stdout with one write(2) (no buffering: tests read it while we run).
 func printOut(_ message: String) {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 @testable import AppendBenchCore
 import BenchRecords
+import MMLog
 import TestSupport
 import XCTest
 
@@ -18,8 +19,8 @@ final class BackendTests: XCTestCase {
                      file: StaticString = #filePath, line: UInt = #line) throws {
         let label = "\(type.key) size \(size) batch \(batch) depth \(depth)"
         let path = scratch.file("\(type.key)-\(size)-\(batch)-\(depth).log")
-        var config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16,
-                                   totalBytes: ops * size)
+        var config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth,
+                                   mmlog: MMLog.Options(chunkSize: 1 << 16), totalBytes: ops * size)
         if let reason = type.unsupportedReason(directory: scratch.path, config: config) {
             throw XCTSkip("\(label): \(reason)")
         }
