@@ -83,6 +83,10 @@ public protocol AppendBackend: AnyObject, SendableMetatype {
     static func preservesOrder(config: BackendConfig) -> Bool
     /// Whether the output holds the records afterwards (false only for `null`).
     static var writesRecords: Bool { get }
+    /// Optional. Every file a run with output `path` leaves behind: the output and whatever the
+    /// backend keeps beside it (MMLog's metadata). The harness removes them before each run
+    /// and after it (unless `--keep`). Default: `[path]`.
+    static func outputFiles(for path: String) -> [String]
     /// Optional. Called in the parent once per run, before any worker forks (fio's engine
     /// `setup` hook): starts what every worker of the run shares (a process, a socket) and
     /// records in `config` how workers reach it; they are forked with the config as it is when
@@ -110,6 +114,7 @@ extension AppendBackend {
     public static func stride(directory: String, config: BackendConfig) throws -> Int { config.recordSize }
     public static func preservesOrder(config: BackendConfig) -> Bool { true }
     public static var writesRecords: Bool { true }
+    public static func outputFiles(for path: String) -> [String] { [path] }
     public static func prepareRun(config: inout BackendConfig, workers: Int) throws -> (any RunService)? { nil }
 }
 

@@ -161,7 +161,7 @@ public enum Benchmark {
                                           } })
                 results[index].runs.append(outcome)
                 if options.keep && run == options.runs { continue }
-                removeOutput(outputPath(directory, key))
+                removeOutput(Backends.named(key)!, outputPath(directory, key))
             }
         }
         if temporary && !options.keep { rmdir(directory) }
@@ -186,7 +186,7 @@ public enum Benchmark {
     private static func measureOnce<B: AppendBackend>(_ type: B.Type, run: Int, _ options: BenchmarkOptions, _ directory: String,
                                                       stride: Int, device: BlockDevice?, progress: ((Int) -> Void)?) -> RunResult {
         let path = outputPath(directory, type.key)
-        removeOutput(path)
+        removeOutput(type, path)
         settleFilesystem(directory)
         if options.warmMemory {
             warmMemory(bytes: warmMemoryBytes(outputBytes: options.procs * options.ops * stride))
@@ -231,10 +231,8 @@ public enum Benchmark {
         }
     }
 
-    private static func removeOutput(_ path: String) {
-        removeFile(path)
-        removeFile(path + ".mmlog")
-        removeFile(path + ".cursor")
+    private static func removeOutput(_ type: any AppendBackend.Type, _ path: String) {
+        for file in type.outputFiles(for: path) { removeFile(file) }
     }
 
     private static func makeTemporaryDirectory() throws -> String {

@@ -61,6 +61,20 @@ final class BackendTests: XCTestCase {
         }
     }
 
+    /// Between runs the harness removes the files `outputFiles` names, and only those: every
+    /// file a backend leaves must be one of them (MMLog's metadata, floor's cursor).
+    func testEveryFileABackendLeavesIsOneItNames() throws {
+        for type in Backends.all {
+            scratch.remove()
+            scratch = ScratchDirectory("appendbench-files")
+            try verifiedRun(type, size: 128, ops: 100)
+            let path = scratch.file("\(type.key)-128-1-1.log")
+            let left = TestSupport.run("/bin/ls", ["-A", scratch.path]).stdout.split(separator: "\n").map { scratch.file(String($0)) }
+            XCTAssertEqual(Set(left).subtracting(type.outputFiles(for: path)), [], "\(type.key) left files it does not name")
+            XCTAssertTrue(type.outputFiles(for: path).contains(path), "\(type.key): the output is one of its files")
+        }
+    }
+
     /// Only the central log service backends have a run service; the others must not start one.
     func testOnlyTheCentralLogServiceStartsAProcessPerRun() throws {
         for type in Backends.all {

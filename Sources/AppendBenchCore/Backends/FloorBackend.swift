@@ -19,13 +19,18 @@ final class FloorBackend: AppendBackend {
     private let cursorPage: UnsafeMutableRawPointer
     private let cursor: UnsafeAtomic<Int>
 
+    /// The output and the page holding the shared cursor.
+    static func outputFiles(for path: String) -> [String] { [path, cursorPath(path)] }
+
+    private static func cursorPath(_ path: String) -> String { path + ".cursor" }
+
     init(config: BackendConfig) throws {
         path = config.path
         length = config.totalBytes
         guard length > 0 else { throw BackendError("floor needs the run's total size") }
         // Every worker sizes the same files to the same lengths: idempotent, so no race.
         data = try Self.mapShared(path, length: length, prefault: true)
-        cursorPage = try Self.mapShared(path + ".cursor", length: 4096, prefault: false)
+        cursorPage = try Self.mapShared(Self.cursorPath(path), length: 4096, prefault: false)
         cursor = UnsafeAtomic(at: cursorPage.bindMemory(to: UnsafeAtomic<Int>.Storage.self, capacity: 1))
     }
 

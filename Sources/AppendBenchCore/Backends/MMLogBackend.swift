@@ -7,6 +7,9 @@ final class MMLogBackend: AppendBackend {
 
     private let log: MMLog
 
+    /// The data file and MMLog's metadata beside it.
+    static func outputFiles(for path: String) -> [String] { [path, path + ".mmlog"] }
+
     init(config: BackendConfig) throws {
         log = try MMLog(path: config.path, options: config.mmlog)
     }
