@@ -129,15 +129,14 @@ extension BenchmarkReport {
 
     /// The CSV header: every column of `fields`, in order.
     public var csvHeader: String {
-        fields(results.first ?? BackendResult(key: "", category: "", stride: 0, writesRecords: true, preservesOrder: true), nil)
-            .map(\.column).joined(separator: ",")
+        csvHeaderLine(fields(results.first ?? Self.noResult, nil))
     }
 
     /// One row per backend per run (unsupported backends: one row, run 0).
     public var csvRows: [String] {
         results.flatMap { result -> [String] in
             let runs: [RunResult?] = result.unsupported != nil || result.runs.isEmpty ? [nil] : result.runs
-            return runs.map { run in fields(result, run).map { csvField($0.value.csv) }.joined(separator: ",") }
+            return runs.map { run in csvLine(fields(result, run)) }
         }
     }
 
@@ -147,30 +146,66 @@ extension BenchmarkReport {
         try appendLines(csvRows, header: csvHeader, to: path)
     }
 
+    /// Stands in for a backend when a report has none: its fields give the column names.
+    static let noResult = BackendResult(key: "", category: "", stride: 0, writesRecords: true, preservesOrder: true)
+
     // MARK: Timeline
 
-    /// Throughput per interval, one row per backend, run and interval, with the dirty limits
-    /// in force (so a plot can mark where writeback throttling should start).
+    /// One interval of one run's timeline (`--timeline`).
+    struct TimelinePoint {
+        var backend: String
+        var run: Int
+        /// 0-based: the interval ends at (index + 1) x the interval length.
+        var index: Int
+        var records: Int
+        /// Payload bytes appended from the start to the end of this interval.
+        var cumulativeBytes: Int
+    }
+
+    /// Every column of one timeline row, in CSV order, with the dirty limits in force (so a
+    /// plot can mark where writeback throttling should start).
+    func timelineFields(_ point: TimelinePoint, _ limits: DirtyLimits) -> [Field] {
+        var fields: [Field] = []
+        func add(_ column: String, _ value: FieldValue) {
+            fields.append(Field(column: column, scope: .run, value: value))
+        }
+        let interval = Double(options.timelineMilliseconds)
+        let bytes = point.records * options.size
+        add("date", .text(date))
+        add("backend", .text(point.backend))
+        add("procs", .integer(options.procs))
+        add("size", .integer(options.size))
+        add("run", .integer(point.run))
+        add("interval_ms", .number(interval, 0))
+        add("t_ms", .number(Double(point.index + 1) * interval, 0))
+        add("records", .integer(point.records))
+        add("bytes", .integer(bytes))
+        add("cumulative_bytes", .integer(point.cumulativeBytes))
+        add("mb_per_s", .number(Double(bytes) / 1e6 / (interval / 1e3), 3))
+        add("dirty_background_bytes", .integer(limits.backgroundThresholdBytes))
+        add("dirty_throttle_bytes", .integer(limits.throttleBytes))
+        add("kernel", .text(facts.kernel))
+        add("filesystem", .text(facts.filesystem))
+        return fields
+    }
+
+    /// Throughput per interval, one row per backend, run and interval (`timelineFields`).
     public func appendTimeline(to path: String) throws {
         let limits = DirtyLimits.read()
-        let interval = Double(options.timelineMilliseconds)
         var lines: [String] = []
         for result in results {
             for run in result.runs where run.measurement.failures.isEmpty {
                 var cumulative = 0
-                for (b, records) in run.measurement.timeline.enumerated() {
-                    let bytes = records * options.size
-                    cumulative += bytes
-                    lines.append([date, result.key, "\(options.procs)", "\(options.size)", "\(run.run)",
-                                  fixed(interval, 0), fixed(Double(b + 1) * interval, 0), "\(records)", "\(bytes)",
-                                  "\(cumulative)", fixed(Double(bytes) / 1e6 / (interval / 1e3), 3),
-                                  "\(limits.backgroundThresholdBytes)", "\(limits.throttleBytes)",
-                                  facts.kernel, facts.filesystem].map(csvField).joined(separator: ","))
+                for (index, records) in run.measurement.timeline.enumerated() {
+                    cumulative += records * options.size
+                    let point = TimelinePoint(backend: result.key, run: run.run, index: index, records: records,
+                                              cumulativeBytes: cumulative)
+                    lines.append(csvLine(timelineFields(point, limits)))
                 }
             }
         }
-        try appendLines(lines, header: "date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,"
-                            + "mb_per_s,dirty_background_bytes,dirty_throttle_bytes,kernel,filesystem", to: path)
+        let header = TimelinePoint(backend: "", run: 0, index: 0, records: 0, cumulativeBytes: 0)
+        try appendLines(lines, header: csvHeaderLine(timelineFields(header, limits)), to: path)
     }
 
     // MARK: JSON
@@ -190,8 +225,7 @@ extension BenchmarkReport {
             }
             backends.append(jsonObject(object))
         }
-        let first = results.first ?? BackendResult(key: "", category: "", stride: 0, writesRecords: true, preservesOrder: true)
-        var top = fields(first, nil).filter { $0.scope == .invocation }.map { ($0.column, $0.value.json) }
+        var top = fields(results.first ?? Self.noResult, nil).filter { $0.scope == .invocation }.map { ($0.column, $0.value.json) }
         top += [("cores", "\(facts.cores)"), ("directory", jsonString(directory)),
                 ("throughput_unit", jsonString("payload bytes / s / 1e9")),
                 ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]")]
@@ -218,6 +252,16 @@ extension BenchmarkReport {
         defer { close(fd) }
         try writeAll(fd, json, path)
     }
+}
+
+/// A CSV header: the columns of `fields`, in order.
+private func csvHeaderLine(_ fields: [Field]) -> String {
+    fields.map(\.column).joined(separator: ",")
+}
+
+/// A CSV row: the values of `fields`, in the same order as `csvHeaderLine`'s columns.
+private func csvLine(_ fields: [Field]) -> String {
+    fields.map { csvField($0.value.csv) }.joined(separator: ",")
 }
 
 /// Appends `lines` to the CSV file at `path`, writing `header` first when the file is new or
