@@ -41,7 +41,8 @@ let package = Package(
         ),
         // The record format and verifier shared by the harness and the MMLog tests.
         .target(name: "BenchRecords"),
-        // libaio and liburing wrappers plus statx; needs libaio-dev and liburing-dev.
+        // The harness's C: libaio and liburing appends, statx and syncfs, memory warming, a held
+        // kernel parameter, prctl (one file each); needs libaio-dev and liburing-dev.
         .target(
             name: "CBackends",
             linkerSettings: [.linkedLibrary("aio"), .linkedLibrary("uring")]

@@ -39,27 +39,6 @@ public struct BackendConfig: Sendable {
     }
 }
 
-/// A failure inside a backend: the operation, and errno where there is one.
-public struct BackendError: Error, CustomStringConvertible, Sendable {
-    public var operation: String
-    public var errno: Int32?
-
-    public init(_ operation: String, errno: Int32? = nil) {
-        self.operation = operation
-        self.errno = errno
-    }
-
-    /// The error of a failed C call, from the calling thread's errno.
-    public static func system(_ operation: String) -> BackendError {
-        BackendError(operation, errno: Glibc.errno)
-    }
-
-    public var description: String {
-        guard let errno else { return operation }
-        return "\(operation): \(String(cString: strerror(errno))) (errno \(errno))"
-    }
-}
-
 /// One way of appending records to a file: the harness knows backends only through this.
 ///
 /// Lifecycle of a run: in the parent, `prepareRun` (optional; starts what the workers share,

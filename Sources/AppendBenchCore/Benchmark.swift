@@ -118,25 +118,20 @@ public struct BenchmarkReport: Sendable {
     public var ok: Bool { !results.contains { $0.failed } }
 }
 
-public struct BenchmarkError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
-
 public enum Benchmark {
     /// Runs every requested backend `runs` times (interleaved, so noise hits all alike),
     /// verifying every byte of each output. `status` receives progress lines.
     public static func run(_ options: BenchmarkOptions, status: ((String) -> Void)? = nil) throws -> BenchmarkReport {
         let temporary = options.directory == nil
         let directory = try options.directory.map { dir -> String in try makeDirectories(dir); return dir }
-            ?? makeTemporaryDirectory()
+            ?? makeTemporaryDirectory("appendbench")
         var facts = MachineFacts.probe(directory: directory)
         if options.holdPageReporting { facts.pageReporting = PageReporting.hold() }
         defer { if facts.pageReporting == .held { PageReporting.release() } }
         let started = isoDate()
         var results: [BackendResult] = []
         for key in options.backends {
-            guard let type = Backends.named(key) else { throw BenchmarkError("unknown backend '\(key)'") }
+            guard let type = Backends.named(key) else { throw HarnessError("unknown backend '\(key)'") }
             results.append(describe(type, options, directory))
         }
         try checkSpace(results, options, directory)
@@ -226,23 +221,13 @@ public enum Benchmark {
         let sizes = results.filter { $0.unsupported == nil && $0.writesRecords }.map { options.procs * options.ops * $0.stride }
         let needed = options.keep ? sizes.reduce(0, +) : (sizes.max() ?? 0)
         if let available = availableBytes(at: directory), needed > available {
-            throw BenchmarkError("the output needs \(needed) bytes in \(directory) but only \(available) are free; "
+            throw HarnessError("the output needs \(needed) bytes in \(directory) but only \(available) are free; "
                                  + "use fewer --ops or --procs, a smaller --size, or another --dir")
         }
     }
 
     private static func removeOutput(_ type: any AppendBackend.Type, _ path: String) {
         for file in type.outputFiles(for: path) { removeFile(file) }
-    }
-
-    private static func makeTemporaryDirectory() throws -> String {
-        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
-        var template = Array("\(base)/appendbench-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
-            mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
-        }
-        guard let made else { throw BackendError.system("mkdtemp(\(base)/appendbench-XXXXXX)") }
-        return made
     }
 
     static func isoDate() -> String {

@@ -247,8 +247,7 @@ extension BenchmarkReport {
     }
 
     public func writeJSON(to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw BackendError.system("open(\(path))") }
+        let fd = try openFile(path, O_WRONLY | O_CREAT | O_TRUNC)
         defer { close(fd) }
         try writeAll(fd, json, path)
     }
@@ -268,35 +267,18 @@ private func csvLine(_ fields: [Field]) -> String {
 /// empty. A file that already starts with another header is refused: its rows would no longer
 /// line up with their columns.
 private func appendLines(_ lines: [String], header: String, to path: String) throws {
-    let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-    if fd < 0 { throw BackendError.system("open(\(path))") }
+    let fd = try openFile(path, O_RDWR | O_CREAT | O_APPEND)
     defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw BackendError.system("fstat(\(path))") }
-    if st.st_size > 0 {
+    let size = try fileSize(fd, path)
+    if size > 0 {
         let expected = Array((header + "\n").utf8)
-        var existing = [UInt8](repeating: 0, count: expected.count)
-        let n = existing.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        if n < 0 { throw BackendError.system("pread(\(path))") }
-        if n != expected.count || existing != expected {
-            throw BackendError("\(path) holds CSV with other columns (an older appendbench's?); "
+        if try readAt(fd, count: expected.count, offset: 0, path) != expected {
+            throw HarnessError("\(path) holds CSV with other columns (an older appendbench's?); "
                                + "write to a new file, or move that one aside")
         }
     }
-    let text = (st.st_size == 0 ? [header] : []) + lines
+    let text = (size == 0 ? [header] : []) + lines
     try writeAll(fd, text.joined(separator: "\n") + "\n", path)
-}
-
-private func writeAll(_ fd: Int32, _ text: String, _ path: String) throws {
-    var text = text
-    try text.withUTF8 { bytes in
-        var done = 0
-        while done < bytes.count {
-            let n = retryingInterrupts { write(fd, bytes.baseAddress! + done, bytes.count - done) }
-            if n <= 0 { throw BackendError.system("write(\(path))") }
-            done += n
-        }
-    }
 }
 
 private func jsonObject(_ fields: [(String, String)]) -> String {
