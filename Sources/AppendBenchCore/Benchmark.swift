@@ -4,6 +4,7 @@ import Glibc
 import BenchRecords
 import Histogram
 import MMLog
+import ToolSupport
 
 /// Everything one `appendbench` invocation measures.
 public struct BenchmarkOptions: Sendable {
@@ -128,7 +129,7 @@ public enum Benchmark {
         var facts = MachineFacts.probe(directory: directory)
         if options.holdPageReporting { facts.pageReporting = PageReporting.hold() }
         defer { if facts.pageReporting == .held { PageReporting.release() } }
-        let started = isoDate()
+        let started = utcTimestamp()
         var results: [BackendResult] = []
         for key in options.backends {
             guard let type = Backends.named(key) else { throw HarnessError("unknown backend '\(key)'") }
@@ -228,14 +229,5 @@ public enum Benchmark {
 
     private static func removeOutput(_ type: any AppendBackend.Type, _ path: String) {
         for file in type.outputFiles(for: path) { removeFile(file) }
-    }
-
-    static func isoDate() -> String {
-        var now = time(nil)
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

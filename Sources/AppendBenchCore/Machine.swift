@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ToolSupport
 
 // Facts about the machine and the output's filesystem, recorded beside every result and
 // used to decide what a run can do (free space, the dirty page limits).
@@ -18,9 +19,9 @@ public struct MachineFacts: Sendable {
 
     public static func probe(directory: String) -> MachineFacts {
         MachineFacts(
-            kernel: readFirstLine("/proc/sys/kernel/osrelease") ?? "unknown",
+            kernel: kernelRelease(),
             filesystem: filesystemType(of: directory) ?? "unknown",
-            cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            cores: onlineCores(),
             pageReporting: PageReporting.current,
             device: BlockDevice.holding(directory))
     }
@@ -69,42 +70,6 @@ public struct DirtyLimits: Sendable {
             : "dirty_background_ratio \(backgroundRatio)% (~\(backgroundThresholdBytes >> 20) MiB)"
         return "\(soft), \(hard), of MemAvailable \(availableBytes >> 20) MiB"
     }
-}
-
-/// The filesystem type (ext4, tmpfs, ...) of the mount holding `path`, from /proc/self/mountinfo.
-public func filesystemType(of path: String) -> String? {
-    guard let real = realpath(path, nil) else { return nil }
-    let resolved = String(cString: real)
-    free(real)
-    guard let mounts = readSmallFile("/proc/self/mountinfo") else { return nil }
-    var best: (length: Int, type: String)?
-    for line in mounts.split(separator: "\n") {
-        // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-        let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
-        let mountPoint = unescapeMountField(fields[4])
-        let inside = mountPoint == "/" || resolved == mountPoint || resolved.hasPrefix(mountPoint + "/")
-        if inside && mountPoint.count >= (best?.length ?? -1) {
-            best = (mountPoint.count, String(fields[dash + 1]))
-        }
-    }
-    return best?.type
-}
-
-/// mountinfo escapes spaces and such as \040.
-private func unescapeMountField(_ field: Substring) -> String {
-    guard field.contains("\\") else { return String(field) }
-    var bytes: [UInt8] = []
-    var chars = Array(field.utf8)[...]
-    while let c = chars.popFirst() {
-        if c == UInt8(ascii: "\\"), chars.count >= 3, let value = UInt8(String(decoding: chars.prefix(3), as: UTF8.self), radix: 8) {
-            bytes.append(value)
-            chars = chars.dropFirst(3)
-        } else {
-            bytes.append(c)
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Bytes available to an unprivileged writer in the filesystem holding `path`.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ToolSupport
 
 /// One value in a report row: CSV writes it as text, JSON as its type (`none`: empty / null).
 enum FieldValue {

@@ -2,14 +2,15 @@
 import Glibc
 #endif
 import CBackends
+import ToolSupport
 
 // The harness's system calls, in one place: each throws a `HarnessError` naming the
 // operation, its arguments and errno, and interrupted calls are retried in one helper,
-// `retryingInterrupts`, never in loops of their own. (The C side has its one place too:
-// CBackends/cb_internal.h.) Backends make the calls peculiar to them (io_submit, an O_DIRECT
+// ToolSupport's `retryingInterrupts` (which the package's tools share), never in loops of
+// their own. (The C side has its one place too: CBackends/cb_internal.h.) Backends make the calls peculiar to them (io_submit, an O_DIRECT
 // write, a mapping of the whole output) themselves, with the same error and the same helper.
 
-// MARK: The error and the retry
+// MARK: The error
 
 /// A failure in the harness or in a backend: the operation that failed with its arguments,
 /// and errno where a system call set one, e.g. `write(/dev/full, 64): No space left on device
@@ -31,16 +32,6 @@ public struct HarnessError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         guard let errno else { return operation }
         return "\(operation): \(String(cString: strerror(errno))) (errno \(errno))"
-    }
-}
-
-/// Calls `body` again while it fails with EINTR: the one place the harness retries an
-/// interrupted system call. Returns the last result (negative, with errno set, on failure).
-@inline(__always)
-func retryingInterrupts(_ body: () -> Int) -> Int {
-    while true {
-        let result = body()
-        if result >= 0 || errno != EINTR { return result }
     }
 }
 
@@ -114,17 +105,6 @@ func fileSize(_ fd: Int32, _ path: String) throws -> Int {
     return Int(st.st_size)
 }
 
-/// A small text file (/proc, /sys), or nil when it cannot be read.
-func readSmallFile(_ path: String) -> String? {
-    (try? readAll(path)).map { String(decoding: $0, as: UTF8.self) }
-}
-
-/// The first line of a small text file, or nil.
-func readFirstLine(_ path: String) -> String? {
-    guard let text = readSmallFile(path) else { return nil }
-    return text.split(separator: "\n", maxSplits: 1).first.map(String.init)
-}
-
 /// fdatasync(fd); throws with the path and errno. The corresponding C function is `fdatasync`.
 func syncData(_ fd: Int32, _ path: String) throws {
     if retryingInterrupts({ Int(fdatasync(fd)) }) != 0 { throw HarnessError.system("fdatasync(\(path))") }
@@ -187,38 +167,6 @@ func deviceNumbers(of path: String) -> (major: UInt32, minor: UInt32)? {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
     let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
     return (UInt32(truncatingIfNeeded: major), UInt32(truncatingIfNeeded: minor))
-}
-
-// MARK: Standard error
-
-/// Writes `text` to stderr with write(2) (no stdio buffer shared across fork). Best effort.
-public func writeStandardError(_ text: String) {
-    try? writeAll(2, text, "standard error")
-}
-
-public var standardErrorIsTerminal: Bool { isatty(2) == 1 }
-
-// MARK: Time
-
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine.
-@inline(__always)
-public func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
-
-/// Sleeps until CLOCK_MONOTONIC reads `deadline` (nanoseconds), resuming after signals.
-/// The corresponding C function is `clock_nanosleep` with `TIMER_ABSTIME`.
-func sleepUntil(_ deadline: UInt64) {
-    var at = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-    _ = retryingInterrupts {
-        // clock_nanosleep returns its error instead of setting errno.
-        let rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nil)
-        if rc == 0 { return 0 }
-        errno = rc
-        return -1
-    }
 }
 
 // MARK: Processes and their CPU time

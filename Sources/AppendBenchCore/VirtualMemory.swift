@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CBackends
+import ToolSupport
 
 // The memory a run draws on, in a VM that hands free memory back to its host: warming it
 // before each run, and holding the host's free page reporting off for an invocation

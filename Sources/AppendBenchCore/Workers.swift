@@ -5,6 +5,7 @@ import Atomics
 import BenchRecords
 import CBackends
 import Histogram
+import ToolSupport
 
 /// What one timed run of one backend measured.
 public struct Measurement: Sendable {

@@ -4,6 +4,7 @@ import Glibc
 import AppendBenchCore
 import ArgumentParser
 import MMLogArguments
+import ToolSupport
 
 /// The root command. Synchronous on purpose: workers are forked from this single thread.
 struct AppendBench: ParsableCommand {

@@ -5,6 +5,7 @@ import Glibc
 import BenchRecords
 import MMLog
 import TestSupport
+import ToolSupport
 import XCTest
 
 /// Each backend in-process: runs verified byte for byte, and failed or short writes surfacing.

@@ -3,6 +3,7 @@ import BenchRecords
 import Foundation
 import Histogram
 import TestSupport
+import ToolSupport
 import XCTest
 
 /// The table, CSV and JSON from a report built by hand: units, rows for every outcome.

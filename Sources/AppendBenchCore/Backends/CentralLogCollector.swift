@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Atomics
 import CBackends
+import ToolSupport
 
 /// The article's central logging authority (CLA): one process per run that every worker sends
 /// its records to over a Unix socket, and that appends each record with one `write()` to an

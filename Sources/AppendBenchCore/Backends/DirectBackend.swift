@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CBackends
+import ToolSupport
 
 /// `O_DIRECT|O_APPEND`: each record copied into an aligned block, zero-padded to the
 /// filesystem's direct-I/O alignment, and written with one `write`. The padding is part of

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ToolSupport
 
 /// `writev()` on an `O_APPEND` descriptor, `batch` records per call. One `writev` is one
 /// append of all its bytes, so a batch lands whole and records never interleave.
