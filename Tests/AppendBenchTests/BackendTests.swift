@@ -15,9 +15,11 @@ final class BackendTests: XCTestCase {
     override func setUp() { scratch = ScratchDirectory("appendbench-backends") }
     override func tearDown() { scratch.remove() }
 
-    /// Appends `ops` records as worker 0 through a fresh `type` backend, then verifies the file.
+    /// Appends `ops` records as worker 0 through a fresh `type` backend, then verifies the file;
+    /// returns its path.
+    @discardableResult
     func verifiedRun(_ type: any AppendBackend.Type, size: Int, ops: Int = 2000, batch: Int = 1, depth: Int = 1,
-                     file: StaticString = #filePath, line: UInt = #line) throws {
+                     file: StaticString = #filePath, line: UInt = #line) throws -> String {
         let label = "\(type.key) size \(size) batch \(batch) depth \(depth)"
         let path = scratch.file("\(type.key)-\(size)-\(batch)-\(depth).log")
         var config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth,
@@ -46,7 +48,7 @@ final class BackendTests: XCTestCase {
         }
         guard type.writesRecords else {
             XCTAssertEqual(fileSize(path) ?? 0, 0, "\(label) wrote something", file: file, line: line)
-            return
+            return path
         }
         let expectation = Expectation(workers: 1, ops: ops, size: size, stride: stride,
                                       checkOrder: type.preservesOrder(config: config))
@@ -54,6 +56,7 @@ final class BackendTests: XCTestCase {
         XCTAssertTrue(report.ok, "\(label): \(report)", file: file, line: line)
         XCTAssertEqual(report.wholeRecords, ops, label, file: file, line: line)
         XCTAssertEqual(fileSize(path), ops * stride, label, file: file, line: line)
+        return path
     }
 
     func testEveryBackendAtOneByteAPageLessOneAndInBetween() throws {
@@ -68,8 +71,7 @@ final class BackendTests: XCTestCase {
         for type in Backends.all {
             scratch.remove()
             scratch = ScratchDirectory("appendbench-files")
-            try verifiedRun(type, size: 128, ops: 100)
-            let path = scratch.file("\(type.key)-128-1-1.log")
+            let path = try verifiedRun(type, size: 128, ops: 100)
             let left = TestSupport.run("/bin/ls", ["-A", scratch.path]).stdout.split(separator: "\n").map { scratch.file(String($0)) }
             XCTAssertEqual(Set(left).subtracting(type.outputFiles(for: path)), [], "\(type.key) left files it does not name")
             XCTAssertTrue(type.outputFiles(for: path).contains(path), "\(type.key): the output is one of its files")
