@@ -33,9 +33,19 @@ let package = Package(
             name: "MMLogLogging",
             dependencies: ["MMLog", .product(name: "Logging", package: "swift-log")]
         ),
+        // MMLog's options as command-line flags (one ParsableArguments group) for every tool that
+        // opens a log; kept out of MMLog so the library does not depend on ArgumentParser.
+        .target(
+            name: "MMLogArguments",
+            dependencies: ["MMLog", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // What the executables and the harness share, kept out of MMLog: retrying EINTR, unbuffered
+        // stdout/stderr, clocks, fixed decimals, kernel and filesystem facts, a thread per job.
+        .target(name: "ToolSupport"),
         // The record format and verifier shared by the harness and the MMLog tests.
         .target(name: "BenchRecords"),
-        // libaio and liburing wrappers plus statx; needs libaio-dev and liburing-dev.
+        // The harness's C: libaio and liburing appends, statx and syncfs, memory warming, a held
+        // kernel parameter, prctl (one file each); needs libaio-dev and liburing-dev.
         .target(
             name: "CBackends",
             linkerSettings: [.linkedLibrary("aio"), .linkedLibrary("uring")]
@@ -44,7 +54,7 @@ let package = Package(
         .target(
             name: "AppendBenchCore",
             dependencies: [
-                "MMLog", "BenchRecords", "CBackends",
+                "MMLog", "BenchRecords", "CBackends", "ToolSupport",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -52,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "appendbench",
             dependencies: [
-                "AppendBenchCore",
+                "AppendBenchCore", "MMLogArguments", "ToolSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,27 +74,33 @@ let package = Package(
         // Writer process used by the multi-process tests (and handy for manual experiments).
         .executableTarget(
             name: "mmlog-writer",
-            dependencies: ["MMLog", "MMLogLogging", "BenchRecords", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["MMLog", "MMLogArguments", "MMLogLogging", "BenchRecords", "ToolSupport", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Logs through MMLogHandler in each format, from one process (used by the handler tests).
         .executableTarget(
             name: "mmlog-handler-writer",
-            dependencies: ["MMLog", "MMLogLogging", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["MMLog", "MMLogLogging", "ToolSupport", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Counts heap allocations by wrapping malloc, for mmlog-handler-bench only.
         .target(name: "CHandlerBenchShims"),
         // ns and allocations per logger.info: MMLogHandler's formats against StreamLogHandler.
         .executableTarget(
             name: "mmlog-handler-bench",
-            dependencies: ["MMLog", "MMLogLogging", "CHandlerBenchShims", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["MMLog", "MMLogLogging", "CHandlerBenchShims", "ToolSupport", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Opens thousands of randomly corrupted headers, each in a forked child (used by the tests).
-        .executableTarget(name: "mmlog-fuzz", dependencies: ["MMLog", "BenchRecords"]),
+        .executableTarget(
+            name: "mmlog-fuzz",
+            dependencies: ["MMLog", "BenchRecords", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Single-process floor comparison and resident-memory check (benchmark, not a test).
         .executableTarget(
             name: "mmlog-floor",
-            dependencies: ["MMLog", .product(name: "Atomics", package: "swift-atomics")]
+            dependencies: ["MMLog", "ToolSupport", .product(name: "Atomics", package: "swift-atomics"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Spawning helper processes and scratch directories, for the test targets only.
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
@@ -96,7 +112,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "AppendBenchTests", dependencies: [
-                "AppendBenchCore", "BenchRecords", "TestSupport", "appendbench",
+                "AppendBenchCore", "BenchRecords", "MMLog", "TestSupport", "ToolSupport", "appendbench",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]),
     ]

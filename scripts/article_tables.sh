@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Re-measures the article's three result tables on this machine with every backend (the
 # central log service included) and writes them, with their command lines, to
-# results/article-tables.md (and .csv). A fourth table is the 128-byte one with
-# --fsync-every 1 for cla, write and mmlog: the article's original service (append, fsync,
-# answer) beside write() and mmlog with a sync per record.
+# results/article-tables.md (and .csv), replacing the last ones. A fourth table is the
+# 128-byte one with --fsync-every 1 for cla, write and mmlog: the article's original service
+# (append, fsync, answer) beside write() and mmlog with a sync per record.
 #   scripts/article_tables.sh [--runs 5] [--out results]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -13,6 +13,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
+        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "usage: scripts/article_tables.sh [--runs N] [--out DIR]" >&2; exit 64 ;;
     esac
 done

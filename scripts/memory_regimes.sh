@@ -6,7 +6,7 @@
 # it; the first touch of a discarded page then faults in the host. Idle seconds let every
 # freed page be reported, so --no-warm-memory runs see the worst case every time, and
 # --warm-memory runs show what the same run costs on memory the host backs. Writes
-# results/memory-regimes-*.md and .csv.
+# results/memory-regimes.md and .csv (replaced).
 set -euo pipefail
 command="scripts/memory_regimes.sh$(printf ' %q' "$@")"
 source "$(dirname "$0")/lib/common.sh"
@@ -24,9 +24,10 @@ while [ $# -gt 0 ]; do
         *) echo "memory_regimes.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
-prepare_measurement "$out"   # sets $stamp; builds before the clock starts
-csv="$out/memory-regimes-$stamp.csv"
-md="$out/memory-regimes-$stamp.md"
+prepare_measurement "$out"   # builds before the clock starts
+csv="$out/memory-regimes.csv"
+md="$out/memory-regimes.md"
+rm -f "$csv"   # appendbench appends: a fixed name starts empty
 
 reporting=/sys/module/page_reporting/parameters
 if [ -r "$reporting/page_reporting_order" ]; then

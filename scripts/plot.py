@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws PNGs from appendbench CSV output.
 
-    scripts/plot.py results/matrix-*.csv [--out results/plots]
+    scripts/plot.py results/matrix.csv [--out results/plots]
 
 - throughput-procs-N.png: payload GB/s against record size per backend (log-log),
   one figure per process count;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The full matrix: record sizes x process counts x every backend, into one CSV, then the
-# plots (scripts/plot.py, which brings its own matplotlib) into DIR/plots.
+# The full matrix: record sizes x process counts x every backend, into DIR/matrix.csv (replaced),
+# then the plots (scripts/plot.py, which brings its own matplotlib) into DIR/plots.
 #   scripts/run_all.sh [--quick] [--out DIR] [--runs N] [--no-plots]
+# --quick: 4 sizes x 1 and 4 processes, into DIR/matrix-quick.csv and DIR/plots-quick (a check
+# that it works, not a measurement; git ignores them).
 # Each (size, procs) pair is two appendbench invocations: every backend but direct, then
 # direct beside write (O_DIRECT is ~100x slower per call, so it gets fewer records). Every
 # speedup in the CSV was measured side by side with write in the same invocation.
@@ -12,18 +14,23 @@ runs=1
 sizes=(1 16 64 128 512 1024 4095 4096 16384 65536)
 procs_list=(1 2 4 8)
 plots=1
+quick=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) sizes=(1 128 4095 65536); procs_list=(1 4); shift ;;
+        --quick) sizes=(1 128 4095 65536); procs_list=(1 4); quick=1; shift ;;
         --out) out="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --no-plots) plots=0; shift ;;
-        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
-prepare_measurement "$out"   # sets $stamp; builds before the clock starts
-csv="$out/matrix-$stamp.csv"
+prepare_measurement "$out"   # builds before the clock starts
+name=matrix
+plot_dir="$out/plots"
+[ "$quick" -eq 1 ] && name=matrix-quick && plot_dir="$out/plots-quick"
+csv="$out/$name.csv"
+rm -f "$csv"   # appendbench appends: a fixed name starts empty
 
 all_backends="mmlog,write,writev,fwrite,aio,uring,cla,cla-async,floor,null"
 # O_DIRECT costs ~100 us a write here: it runs apart, with fewer records, beside its own
@@ -63,7 +70,7 @@ done
 rm -f "$out/.last-table.txt"
 echo "wrote $csv ($cell cells in $(( $(date +%s) - started ))s, $failed invocations with failures)" >&2
 if [ "$plots" -eq 1 ]; then
-    echo "drawing the plots into $out/plots" >&2
-    python3 "$ROOT/scripts/plot.py" "$csv" --out "$out/plots" >&2 || { echo "run_all.sh: plotting failed" >&2; exit 1; }
+    echo "drawing the plots into $plot_dir" >&2
+    python3 "$ROOT/scripts/plot.py" "$csv" --out "$plot_dir" >&2 || { echo "run_all.sh: plotting failed" >&2; exit 1; }
 fi
 [ "$failed" -eq 0 ]

@@ -3,7 +3,7 @@
 # cache reaches the kernel's limits and writeback starts to throttle the writers.
 #   scripts/saturation.sh [--gib 2] [--dirty-mib 256] [--backends mmlog,write,...] [--out DIR]
 # Each backend writes --gib GiB (4 KiB records, 4 processes) with --timeline 100; the series
-# goes to DIR/saturation-<stamp>.csv and is plotted with the limits marked.
+# goes to DIR/saturation.csv (replaced) and is plotted with the limits marked (DIR/plots/timeline.png).
 # --dirty-mib M (as root) sets vm.dirty_bytes = M MiB and vm.dirty_background_bytes = M/2
 # for the run and restores the old values on exit, so the limits are reached within the
 # volume; --dirty-mib 0 keeps the machine's settings (the volume may then stay under them).
@@ -45,8 +45,8 @@ fi
 echo "dirty limits for the run: dirty_bytes=$(cat $vm/dirty_bytes) dirty_background_bytes=$(cat $vm/dirty_background_bytes)" \
      "dirty_ratio=$(cat $vm/dirty_ratio)% dirty_background_ratio=$(cat $vm/dirty_background_ratio)%" >&2
 
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-csv="$out/saturation-$stamp.csv"
+csv="$out/saturation.csv"
+rm -f "$csv"   # every backend's run appends its series to it
 procs=4
 size=4096
 ops=$(( gib * 1024 * 1024 * 1024 / size / procs ))

@@ -5,7 +5,8 @@
 #                          [--set "CHUNK MAX [FLAGS]"]... [--sizes "1 128 4095"]
 # Every setting runs once per round (rounds interleave the settings, so slow spells of the
 # machine spread over all of them); each invocation reports the median of --runs runs. The
-# summary is the median over rounds of mmlog's ratio to write, in results/mmlog-sweep-*.md.
+# summary is the median over rounds of mmlog's ratio to write, in results/mmlog-sweep.md, the
+# rows in results/mmlog-sweep.csv (both replaced).
 set -euo pipefail
 command="scripts/sweep_mmlog.sh$(printf ' %q' "$@")"
 source "$(dirname "$0")/lib/common.sh"
@@ -27,9 +28,10 @@ while [ $# -gt 0 ]; do
         *) echo "sweep_mmlog.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
-prepare_measurement "$out"   # sets $stamp; builds before the clock starts
-csv="$out/mmlog-sweep-$stamp.csv"
-md="$out/mmlog-sweep-$stamp.md"
+prepare_measurement "$out"   # builds before the clock starts
+csv="$out/mmlog-sweep.csv"
+md="$out/mmlog-sweep.md"
+rm -f "$csv"   # appendbench appends: a fixed name starts empty
 
 MiB=$((1 << 20))
 # chunk size, max chunks, then extra flags. The first is the default.

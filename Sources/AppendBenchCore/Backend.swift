@@ -3,12 +3,6 @@ import Glibc
 #endif
 import MMLog
 
-/// MMLog's default options: the one source of the harness's MMLog defaults.
-public let mmlogDefaults = MMLog.Options()
-
-/// How MMLog prefaults a chunk it maps (`--prefault`).
-public typealias MMLogPrefault = MMLog.Prefault
-
 /// What every worker's backend is opened with.
 public struct BackendConfig: Sendable {
     /// The output file (shared by all workers of a run).
@@ -19,16 +13,8 @@ public struct BackendConfig: Sendable {
     public var batch: Int
     /// Records in flight (aio, uring). 1 = wait for each before the next.
     public var depth: Int
-    /// MMLog chunk size in bytes.
-    public var chunkSize: Int
-    /// MMLog ring capacity in chunks.
-    public var maxChunks: Int
-    /// MMLog prefaulting of a fresh chunk.
-    public var prefault: MMLogPrefault
-    /// MMLog huge page advice on its chunk mappings.
-    public var hugePages: Bool
-    /// MMLog prefaults the next chunk on a helper thread.
-    public var prefetch: Bool
+    /// What the `mmlog` backend opens its log with (`--chunk-size`, `--prefault`, ...).
+    public var mmlog: MMLog.Options
     /// Bytes all workers of the run append together (procs x ops x record size); only the
     /// `floor` backend, which maps the whole output up front, needs it.
     public var totalBytes: Int
@@ -40,43 +26,16 @@ public struct BackendConfig: Sendable {
     /// (the CLA collector's socket name); nil when the backend has no service.
     public var serviceAddress: String?
 
-    public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1,
-                chunkSize: Int = mmlogDefaults.chunkSize, maxChunks: Int = mmlogDefaults.maxChunks,
-                prefault: MMLogPrefault = mmlogDefaults.prefault, hugePages: Bool = mmlogDefaults.hugePages,
-                prefetch: Bool = mmlogDefaults.prefetch, totalBytes: Int = 0, fsyncEvery: Int = 0) {
-        self.fsyncEvery = fsyncEvery
-        self.serviceAddress = nil
-        self.prefetch = prefetch
-        self.prefault = prefault
-        self.hugePages = hugePages
+    public init(path: String, recordSize: Int, batch: Int = 1, depth: Int = 1, mmlog: MMLog.Options = MMLog.Options(),
+                totalBytes: Int = 0, fsyncEvery: Int = 0) {
         self.path = path
         self.recordSize = recordSize
         self.batch = batch
         self.depth = depth
-        self.chunkSize = chunkSize
-        self.maxChunks = maxChunks
+        self.mmlog = mmlog
         self.totalBytes = totalBytes
-    }
-}
-
-/// A failure inside a backend: the operation, and errno where there is one.
-public struct BackendError: Error, CustomStringConvertible, Sendable {
-    public var operation: String
-    public var errno: Int32?
-
-    public init(_ operation: String, errno: Int32? = nil) {
-        self.operation = operation
-        self.errno = errno
-    }
-
-    /// The error of a failed C call, from the calling thread's errno.
-    public static func system(_ operation: String) -> BackendError {
-        BackendError(operation, errno: Glibc.errno)
-    }
-
-    public var description: String {
-        guard let errno else { return operation }
-        return "\(operation): \(String(cString: strerror(errno))) (errno \(errno))"
+        self.fsyncEvery = fsyncEvery
+        self.serviceAddress = nil
     }
 }
 
@@ -103,6 +62,10 @@ public protocol AppendBackend: AnyObject, SendableMetatype {
     static func preservesOrder(config: BackendConfig) -> Bool
     /// Whether the output holds the records afterwards (false only for `null`).
     static var writesRecords: Bool { get }
+    /// Optional. Every file a run with output `path` leaves behind: the output and whatever the
+    /// backend keeps beside it (MMLog's metadata). The harness removes them before each run
+    /// and after it (unless `--keep`). Default: `[path]`.
+    static func outputFiles(for path: String) -> [String]
     /// Optional. Called in the parent once per run, before any worker forks (fio's engine
     /// `setup` hook): starts what every worker of the run shares (a process, a socket) and
     /// records in `config` how workers reach it; they are forked with the config as it is when
@@ -130,6 +93,7 @@ extension AppendBackend {
     public static func stride(directory: String, config: BackendConfig) throws -> Int { config.recordSize }
     public static func preservesOrder(config: BackendConfig) -> Bool { true }
     public static var writesRecords: Bool { true }
+    public static func outputFiles(for path: String) -> [String] { [path] }
     public static func prepareRun(config: inout BackendConfig, workers: Int) throws -> (any RunService)? { nil }
 }
 

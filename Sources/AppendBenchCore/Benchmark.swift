@@ -3,6 +3,8 @@ import Glibc
 #endif
 import BenchRecords
 import Histogram
+import MMLog
+import ToolSupport
 
 /// Everything one `appendbench` invocation measures.
 public struct BenchmarkOptions: Sendable {
@@ -16,11 +18,8 @@ public struct BenchmarkOptions: Sendable {
     public var keep = false
     public var batch = 1
     public var depth = 1
-    public var chunkSize = mmlogDefaults.chunkSize
-    public var maxChunks = mmlogDefaults.maxChunks
-    public var prefault: MMLogPrefault = mmlogDefaults.prefault
-    public var hugePages = mmlogDefaults.hugePages
-    public var prefetch = mmlogDefaults.prefetch
+    /// What the `mmlog` backend opens its log with.
+    public var mmlog = MMLog.Options()
     public var latency = false
     /// fdatasync (msync for mappings) after every this many records per worker; 0: never.
     public var fsyncEvery = 0
@@ -36,8 +35,7 @@ public struct BenchmarkOptions: Sendable {
     public init() {}
 
     func config(path: String) -> BackendConfig {
-        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: chunkSize, maxChunks: maxChunks,
-                      prefault: prefault, hugePages: hugePages, prefetch: prefetch,
+        BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, mmlog: mmlog,
                       totalBytes: procs * ops * size, fsyncEvery: fsyncEvery)
     }
 }
@@ -121,25 +119,20 @@ public struct BenchmarkReport: Sendable {
     public var ok: Bool { !results.contains { $0.failed } }
 }
 
-public struct BenchmarkError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
-
 public enum Benchmark {
     /// Runs every requested backend `runs` times (interleaved, so noise hits all alike),
     /// verifying every byte of each output. `status` receives progress lines.
     public static func run(_ options: BenchmarkOptions, status: ((String) -> Void)? = nil) throws -> BenchmarkReport {
         let temporary = options.directory == nil
         let directory = try options.directory.map { dir -> String in try makeDirectories(dir); return dir }
-            ?? makeTemporaryDirectory()
+            ?? makeTemporaryDirectory("appendbench")
         var facts = MachineFacts.probe(directory: directory)
         if options.holdPageReporting { facts.pageReporting = PageReporting.hold() }
         defer { if facts.pageReporting == .held { PageReporting.release() } }
-        let started = isoDate()
+        let started = utcTimestamp()
         var results: [BackendResult] = []
         for key in options.backends {
-            guard let type = Backends.named(key) else { throw BenchmarkError("unknown backend '\(key)'") }
+            guard let type = Backends.named(key) else { throw HarnessError("unknown backend '\(key)'") }
             results.append(describe(type, options, directory))
         }
         try checkSpace(results, options, directory)
@@ -164,7 +157,7 @@ public enum Benchmark {
                                           } })
                 results[index].runs.append(outcome)
                 if options.keep && run == options.runs { continue }
-                removeOutput(outputPath(directory, key))
+                removeOutput(Backends.named(key)!, outputPath(directory, key))
             }
         }
         if temporary && !options.keep { rmdir(directory) }
@@ -189,7 +182,7 @@ public enum Benchmark {
     private static func measureOnce<B: AppendBackend>(_ type: B.Type, run: Int, _ options: BenchmarkOptions, _ directory: String,
                                                       stride: Int, device: BlockDevice?, progress: ((Int) -> Void)?) -> RunResult {
         let path = outputPath(directory, type.key)
-        removeOutput(path)
+        removeOutput(type, path)
         settleFilesystem(directory)
         if options.warmMemory {
             warmMemory(bytes: warmMemoryBytes(outputBytes: options.procs * options.ops * stride))
@@ -229,33 +222,12 @@ public enum Benchmark {
         let sizes = results.filter { $0.unsupported == nil && $0.writesRecords }.map { options.procs * options.ops * $0.stride }
         let needed = options.keep ? sizes.reduce(0, +) : (sizes.max() ?? 0)
         if let available = availableBytes(at: directory), needed > available {
-            throw BenchmarkError("the output needs \(needed) bytes in \(directory) but only \(available) are free; "
+            throw HarnessError("the output needs \(needed) bytes in \(directory) but only \(available) are free; "
                                  + "use fewer --ops or --procs, a smaller --size, or another --dir")
         }
     }
 
-    private static func removeOutput(_ path: String) {
-        removeFile(path)
-        removeFile(path + ".mmlog")
-        removeFile(path + ".cursor")
-    }
-
-    private static func makeTemporaryDirectory() throws -> String {
-        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
-        var template = Array("\(base)/appendbench-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
-            mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
-        }
-        guard let made else { throw BackendError.system("mkdtemp(\(base)/appendbench-XXXXXX)") }
-        return made
-    }
-
-    static func isoDate() -> String {
-        var now = time(nil)
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    private static func removeOutput(_ type: any AppendBackend.Type, _ path: String) {
+        for file in type.outputFiles(for: path) { removeFile(file) }
     }
 }

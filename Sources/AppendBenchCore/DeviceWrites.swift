@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ToolSupport
 
 /// The block device under a directory's filesystem, and the bytes the kernel has written to
 /// it: a run's "device bytes" are the difference across the run, between a `syncfs` before

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Histogram
+import ToolSupport
 
 /// The article's table, and the same data as CSV and JSON.
 extension BenchmarkReport {
@@ -22,10 +23,7 @@ extension BenchmarkReport {
 
     /// The markdown table with its notes, as printed to stdout.
     public var table: String {
-        var header = ["Category", "Total Time (ms)", "Time per Call (μs)", "Throughput (GB/s)", "vs write()", "CPU per Call (μs)"]
-        if options.latency { header += ["p50 (μs)", "p99 (μs)", "p99.9 (μs)", "max (μs)"] }
-        if options.rate > 0 { header += ["Rate (/s per worker)"] }
-        header += ["Setup (ms)", "Write Amp.", "Verified"]
+        let header = tableColumns(results.first ?? Self.noResult, nil).map(\.header)
         var lines = [headline, "", row(header), "|" + header.map { String(repeating: "-", count: max($0.count, 3)) }.joined(separator: "|") + "|"]
         var details: [String] = []
         for result in results {
@@ -39,19 +37,7 @@ extension BenchmarkReport {
                 details += run.measurement.failures.map { "- \(result.key): \($0)" }
                 continue
             }
-            var cells = [result.category, fixed(run.totalMilliseconds, run.totalMilliseconds >= 100 ? 0 : 1),
-                         fixed(run.microsecondsPerCall, 2), fixed(run.gigabytesPerSecond, 3),
-                         speedup(run).map { fixed($0, 2) + "x" } ?? "n/a", fixed(run.cpuMicrosecondsPerCall, 2)]
-            if options.latency {
-                cells += Self.latencyPercentiles.map { percentile in
-                    latencyMicroseconds(run, percentile).map { fixed($0, $0 >= 1000 ? 0 : 2) } ?? ""
-                }
-            }
-            if options.rate > 0 { cells.append(run.workerRates.min().map { fixed($0, 0) } ?? "") }
-            cells.append(fixed(Double(run.measurement.setupNanoseconds) / 1e6, 1))
-            cells.append(result.writesRecords ? run.writeAmplification.map { fixed($0, 2) } ?? "n/a" : "n/a")
-            cells.append(verifiedCell(result))
-            lines.append(row(cells))
+            lines.append(row(tableColumns(result, run).map(\.cell)))
             for failed in result.runs where failed.failed {
                 details += failed.measurement.failures.map { "- \(result.key) run \(failed.run): \($0)" }
                 if let report = failed.verification, !report.ok {
@@ -63,6 +49,30 @@ extension BenchmarkReport {
         if !details.isEmpty { lines += ["Failures:"] + details + [""] }
         lines += notes
         return lines.joined(separator: "\n")
+    }
+
+    /// The table's columns as (header, cell) pairs, for the run shown of `result` (nil: the
+    /// headers alone): the header row and every row come from this one list.
+    private func tableColumns(_ result: BackendResult, _ run: RunResult?) -> [(header: String, cell: String)] {
+        var columns = [(header: "Category", cell: result.category)]
+        func add(_ header: String, _ cell: (RunResult) -> String) {
+            columns.append((header, run.map(cell) ?? ""))
+        }
+        add("Total Time (ms)") { fixed($0.totalMilliseconds, $0.totalMilliseconds >= 100 ? 0 : 1) }
+        add("Time per Call (μs)") { fixed($0.microsecondsPerCall, 2) }
+        add("Throughput (GB/s)") { fixed($0.gigabytesPerSecond, 3) }
+        add("vs write()") { speedup($0).map { fixed($0, 2) + "x" } ?? "n/a" }
+        add("CPU per Call (μs)") { fixed($0.cpuMicrosecondsPerCall, 2) }
+        if options.latency {
+            for (header, percentile) in Self.latencyColumns {
+                add(header) { latencyMicroseconds($0, percentile).map { fixed($0, $0 >= 1000 ? 0 : 2) } ?? "" }
+            }
+        }
+        if options.rate > 0 { add("Rate (/s per worker)") { $0.workerRates.min().map { fixed($0, 0) } ?? "" } }
+        add("Setup (ms)") { fixed(Double($0.measurement.setupNanoseconds) / 1e6, 1) }
+        add("Write Amp.") { run in result.writesRecords ? run.writeAmplification.map { fixed($0, 2) } ?? "n/a" : "n/a" }
+        add("Verified") { _ in verifiedCell(result) }
+        return columns
     }
 
     private func verifiedCell(_ result: BackendResult) -> String {
@@ -91,10 +101,7 @@ extension BenchmarkReport {
             notes.append("\(padded.category) pads each record to \(padded.stride) bytes (the filesystem's direct I/O alignment); "
                          + "its throughput counts payload bytes only.")
         }
-        if options.backends.contains("mmlog") && (options.prefault != .write || !options.hugePages || !options.prefetch) {
-            notes.append("MMLog ran with --prefault \(options.prefault.rawValue)\(options.hugePages ? "" : " --no-huge-pages")"
-                         + "\(options.prefetch ? "" : " --no-prefetch").")
-        }
+        if options.backends.contains(MMLogBackend.key), let note = MMLogBackend.reportNote(options.mmlog) { notes.append(note) }
         notes.append(options.warmMemory
             ? "Before each run the harness touched and released twice as much memory as the run writes (--warm-memory), so "
                 + "every backend drew on memory the hypervisor already backed, as on bare metal."
@@ -173,8 +180,8 @@ extension BenchmarkReport {
         "| " + cells.joined(separator: " | ") + " |"
     }
 
-    /// The percentiles the table shows with --latency (100: the largest).
-    static let latencyPercentiles = [50.0, 99.0, 99.9, 100.0]
+    /// The percentiles the table shows with --latency, by column (100: the largest).
+    static let latencyColumns = [("p50 (μs)", 50.0), ("p99 (μs)", 99.0), ("p99.9 (μs)", 99.9), ("max (μs)", 100.0)]
 
     /// The latency at `percentile` (100: the largest) in microseconds, when it was recorded.
     func latencyMicroseconds(_ run: RunResult, _ percentile: Double) -> Double? {
@@ -208,23 +215,6 @@ func jsonString(_ text: String) -> String {
 func csvField(_ text: String) -> String {
     guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) else { return text }
     return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-}
-
-/// `value` with exactly `decimals` digits after the point (no Foundation needed).
-public func fixed(_ value: Double, _ decimals: Int) -> String {
-    guard value.isFinite else { return "\(value)" }
-    var scale = 1.0
-    for _ in 0..<decimals { scale *= 10 }
-    let scaled = (abs(value) * scale).rounded()
-    let whole = scaled / scale
-    let integer = UInt64(whole.rounded(.down))
-    var text = (value < 0 && scaled > 0 ? "-" : "") + "\(integer)"
-    if decimals > 0 {
-        let fraction = UInt64(scaled - Double(integer) * scale)
-        let digits = String(fraction)
-        text += "." + String(repeating: "0", count: decimals - digits.count) + digits
-    }
-    return text
 }
 
 extension String {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ToolSupport
 
 /// One value in a report row: CSV writes it as text, JSON as its type (`none`: empty / null).
 enum FieldValue {
@@ -71,6 +72,8 @@ extension BenchmarkReport {
         } else {
             verified = ""
         }
+        // MMLog's columns come from its backend: chunk_size where it always stood, the rest after fsync_every.
+        let mmlog = MMLogBackend.reportColumns(options.mmlog)
         let error = result.unsupported ?? run.flatMap {
             $0.measurement.failures.first ?? ($0.verification?.ok == false ? "\($0.verification!)" : nil)
         } ?? ""
@@ -84,7 +87,7 @@ extension BenchmarkReport {
         add("stride", .backend, .integer(result.stride))
         add("batch", .invocation, .integer(options.batch))
         add("depth", .invocation, .integer(options.depth))
-        add("chunk_size", .invocation, .integer(options.chunkSize))
+        for (column, value) in mmlog.prefix(1) { add(column, .invocation, value) }
         add("run", .run, .integer(run?.run ?? 0))
         add("runs", .invocation, .integer(options.runs))
         add("total_ms", .run, .number(measured?.totalMilliseconds, 3))
@@ -106,10 +109,7 @@ extension BenchmarkReport {
         add("filesystem", .invocation, .text(facts.filesystem))
         add("error", .run, .text(error))
         add("fsync_every", .invocation, .integer(options.fsyncEvery))
-        add("max_chunks", .invocation, .integer(options.maxChunks))
-        add("prefault", .invocation, .text(options.prefault.rawValue))
-        add("huge_pages", .invocation, .flag(options.hugePages))
-        add("prefetch", .invocation, .flag(options.prefetch))
+        for (column, value) in mmlog.dropFirst() { add(column, .invocation, value) }
         add("warm_memory", .invocation, .flag(options.warmMemory))
         add("page_reporting", .invocation, .text(facts.pageReporting.rawValue))
         add("steal_ms", .run, run.flatMap(stealMilliseconds).map { .number($0) } ?? .none)
@@ -130,15 +130,14 @@ extension BenchmarkReport {
 
     /// The CSV header: every column of `fields`, in order.
     public var csvHeader: String {
-        fields(results.first ?? BackendResult(key: "", category: "", stride: 0, writesRecords: true, preservesOrder: true), nil)
-            .map(\.column).joined(separator: ",")
+        csvHeaderLine(fields(results.first ?? Self.noResult, nil))
     }
 
     /// One row per backend per run (unsupported backends: one row, run 0).
     public var csvRows: [String] {
         results.flatMap { result -> [String] in
             let runs: [RunResult?] = result.unsupported != nil || result.runs.isEmpty ? [nil] : result.runs
-            return runs.map { run in fields(result, run).map { csvField($0.value.csv) }.joined(separator: ",") }
+            return runs.map { run in csvLine(fields(result, run)) }
         }
     }
 
@@ -148,30 +147,66 @@ extension BenchmarkReport {
         try appendLines(csvRows, header: csvHeader, to: path)
     }
 
+    /// Stands in for a backend when a report has none: its fields give the column names.
+    static let noResult = BackendResult(key: "", category: "", stride: 0, writesRecords: true, preservesOrder: true)
+
     // MARK: Timeline
 
-    /// Throughput per interval, one row per backend, run and interval, with the dirty limits
-    /// in force (so a plot can mark where writeback throttling should start).
+    /// One interval of one run's timeline (`--timeline`).
+    struct TimelinePoint {
+        var backend: String
+        var run: Int
+        /// 0-based: the interval ends at (index + 1) x the interval length.
+        var index: Int
+        var records: Int
+        /// Payload bytes appended from the start to the end of this interval.
+        var cumulativeBytes: Int
+    }
+
+    /// Every column of one timeline row, in CSV order, with the dirty limits in force (so a
+    /// plot can mark where writeback throttling should start).
+    func timelineFields(_ point: TimelinePoint, _ limits: DirtyLimits) -> [Field] {
+        var fields: [Field] = []
+        func add(_ column: String, _ value: FieldValue) {
+            fields.append(Field(column: column, scope: .run, value: value))
+        }
+        let interval = Double(options.timelineMilliseconds)
+        let bytes = point.records * options.size
+        add("date", .text(date))
+        add("backend", .text(point.backend))
+        add("procs", .integer(options.procs))
+        add("size", .integer(options.size))
+        add("run", .integer(point.run))
+        add("interval_ms", .number(interval, 0))
+        add("t_ms", .number(Double(point.index + 1) * interval, 0))
+        add("records", .integer(point.records))
+        add("bytes", .integer(bytes))
+        add("cumulative_bytes", .integer(point.cumulativeBytes))
+        add("mb_per_s", .number(Double(bytes) / 1e6 / (interval / 1e3), 3))
+        add("dirty_background_bytes", .integer(limits.backgroundThresholdBytes))
+        add("dirty_throttle_bytes", .integer(limits.throttleBytes))
+        add("kernel", .text(facts.kernel))
+        add("filesystem", .text(facts.filesystem))
+        return fields
+    }
+
+    /// Throughput per interval, one row per backend, run and interval (`timelineFields`).
     public func appendTimeline(to path: String) throws {
         let limits = DirtyLimits.read()
-        let interval = Double(options.timelineMilliseconds)
         var lines: [String] = []
         for result in results {
             for run in result.runs where run.measurement.failures.isEmpty {
                 var cumulative = 0
-                for (b, records) in run.measurement.timeline.enumerated() {
-                    let bytes = records * options.size
-                    cumulative += bytes
-                    lines.append([date, result.key, "\(options.procs)", "\(options.size)", "\(run.run)",
-                                  fixed(interval, 0), fixed(Double(b + 1) * interval, 0), "\(records)", "\(bytes)",
-                                  "\(cumulative)", fixed(Double(bytes) / 1e6 / (interval / 1e3), 3),
-                                  "\(limits.backgroundThresholdBytes)", "\(limits.throttleBytes)",
-                                  facts.kernel, facts.filesystem].map(csvField).joined(separator: ","))
+                for (index, records) in run.measurement.timeline.enumerated() {
+                    cumulative += records * options.size
+                    let point = TimelinePoint(backend: result.key, run: run.run, index: index, records: records,
+                                              cumulativeBytes: cumulative)
+                    lines.append(csvLine(timelineFields(point, limits)))
                 }
             }
         }
-        try appendLines(lines, header: "date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,"
-                            + "mb_per_s,dirty_background_bytes,dirty_throttle_bytes,kernel,filesystem", to: path)
+        let header = TimelinePoint(backend: "", run: 0, index: 0, records: 0, cumulativeBytes: 0)
+        try appendLines(lines, header: csvHeaderLine(timelineFields(header, limits)), to: path)
     }
 
     // MARK: JSON
@@ -191,8 +226,7 @@ extension BenchmarkReport {
             }
             backends.append(jsonObject(object))
         }
-        let first = results.first ?? BackendResult(key: "", category: "", stride: 0, writesRecords: true, preservesOrder: true)
-        var top = fields(first, nil).filter { $0.scope == .invocation }.map { ($0.column, $0.value.json) }
+        var top = fields(results.first ?? Self.noResult, nil).filter { $0.scope == .invocation }.map { ($0.column, $0.value.json) }
         top += [("cores", "\(facts.cores)"), ("directory", jsonString(directory)),
                 ("throughput_unit", jsonString("payload bytes / s / 1e9")),
                 ("ok", "\(ok)"), ("results", "[\n" + backends.joined(separator: ",\n") + "\n]")]
@@ -214,46 +248,38 @@ extension BenchmarkReport {
     }
 
     public func writeJSON(to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw BackendError.system("open(\(path))") }
+        let fd = try openFile(path, O_WRONLY | O_CREAT | O_TRUNC)
         defer { close(fd) }
         try writeAll(fd, json, path)
     }
+}
+
+/// A CSV header: the columns of `fields`, in order.
+private func csvHeaderLine(_ fields: [Field]) -> String {
+    fields.map(\.column).joined(separator: ",")
+}
+
+/// A CSV row: the values of `fields`, in the same order as `csvHeaderLine`'s columns.
+private func csvLine(_ fields: [Field]) -> String {
+    fields.map { csvField($0.value.csv) }.joined(separator: ",")
 }
 
 /// Appends `lines` to the CSV file at `path`, writing `header` first when the file is new or
 /// empty. A file that already starts with another header is refused: its rows would no longer
 /// line up with their columns.
 private func appendLines(_ lines: [String], header: String, to path: String) throws {
-    let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-    if fd < 0 { throw BackendError.system("open(\(path))") }
+    let fd = try openFile(path, O_RDWR | O_CREAT | O_APPEND)
     defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw BackendError.system("fstat(\(path))") }
-    if st.st_size > 0 {
+    let size = try fileSize(fd, path)
+    if size > 0 {
         let expected = Array((header + "\n").utf8)
-        var existing = [UInt8](repeating: 0, count: expected.count)
-        let n = existing.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        if n < 0 { throw BackendError.system("pread(\(path))") }
-        if n != expected.count || existing != expected {
-            throw BackendError("\(path) holds CSV with other columns (an older appendbench's?); "
+        if try readAt(fd, count: expected.count, offset: 0, path) != expected {
+            throw HarnessError("\(path) holds CSV with other columns (an older appendbench's?); "
                                + "write to a new file, or move that one aside")
         }
     }
-    let text = (st.st_size == 0 ? [header] : []) + lines
+    let text = (size == 0 ? [header] : []) + lines
     try writeAll(fd, text.joined(separator: "\n") + "\n", path)
-}
-
-private func writeAll(_ fd: Int32, _ text: String, _ path: String) throws {
-    var text = text
-    try text.withUTF8 { bytes in
-        var done = 0
-        while done < bytes.count {
-            let n = retryingInterrupts { write(fd, bytes.baseAddress! + done, bytes.count - done) }
-            if n <= 0 { throw BackendError.system("write(\(path))") }
-            done += n
-        }
-    }
 }
 
 private func jsonObject(_ fields: [(String, String)]) -> String {

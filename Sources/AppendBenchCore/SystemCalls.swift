@@ -2,48 +2,160 @@
 import Glibc
 #endif
 import CBackends
+import ToolSupport
 
-// The harness's system calls, in one place: each throws a `BackendError` naming the operation,
-// its arguments and errno, and interrupted calls are retried in one helper,
-// `retryingInterrupts`, never in scattered loops.
+// The harness's system calls, in one place: each throws a `HarnessError` naming the
+// operation, its arguments and errno, and interrupted calls are retried in one helper,
+// ToolSupport's `retryingInterrupts` (which the package's tools share), never in loops of
+// their own. (The C side has its one place too: CBackends/cb_internal.h.) Backends make the calls peculiar to them (io_submit, an O_DIRECT
+// write, a mapping of the whole output) themselves, with the same error and the same helper.
 
-/// Calls `body` again while it fails with EINTR: the one place the harness retries an
-/// interrupted system call. Returns the last result (negative, with errno set, on failure).
-@inline(__always)
-func retryingInterrupts(_ body: () -> Int) -> Int {
-    while true {
-        let result = body()
-        if result >= 0 || errno != EINTR { return result }
+// MARK: The error
+
+/// A failure in the harness or in a backend: the operation that failed with its arguments,
+/// and errno where a system call set one, e.g. `write(/dev/full, 64): No space left on device
+/// (errno 28)`. Without errno it is a sentence saying what went wrong.
+public struct HarnessError: Error, CustomStringConvertible, Sendable {
+    public var operation: String
+    public var errno: Int32?
+
+    public init(_ operation: String, errno: Int32? = nil) {
+        self.operation = operation
+        self.errno = errno
+    }
+
+    /// The error of a failed C call, from the calling thread's errno.
+    public static func system(_ operation: String) -> HarnessError {
+        HarnessError(operation, errno: Glibc.errno)
+    }
+
+    public var description: String {
+        guard let errno else { return operation }
+        return "\(operation): \(String(cString: strerror(errno))) (errno \(errno))"
     }
 }
 
-// MARK: Files
+// MARK: Files and directories
+
+/// Opens `path` with `flags` (and O_CLOEXEC), creating it with `mode` when `flags` say so.
+/// The corresponding C function is `open`.
+func openFile(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
+    let fd = Int32(retryingInterrupts { Int(open(path, flags | O_CLOEXEC, mode)) })
+    if fd < 0 { throw HarnessError.system("open(\(path))") }
+    return fd
+}
 
 /// Opens `path` for appending with extra `flags`; throws with the path and errno.
 /// The corresponding C function is `open`.
 func openForAppend(_ path: String, extraFlags: Int32 = 0) throws -> Int32 {
-    let fd = Int32(retryingInterrupts { Int(open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | extraFlags, 0o644)) })
-    if fd < 0 { throw BackendError.system("open(\(path))") }
-    return fd
+    try openFile(path, O_WRONLY | O_CREAT | O_APPEND | extraFlags)
 }
 
 /// Appends `bytes` with one `write`: a short write would leave a torn record another writer
 /// lands after, so it is an error, not something to complete. The corresponding C function is `write`.
 func appendOnce(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {
     let n = retryingInterrupts { write(fd, bytes.baseAddress, bytes.count) }
-    if n < 0 { throw BackendError.system("write(\(path), \(bytes.count))") }
-    if n != bytes.count { throw BackendError("write(\(path), \(bytes.count)) wrote \(n) bytes") }
+    if n < 0 { throw HarnessError.system("write(\(path), \(bytes.count))") }
+    if n != bytes.count { throw HarnessError("write(\(path), \(bytes.count)) wrote \(n) bytes") }
+}
+
+/// Writes all of `bytes`, continuing after a short write: for reports and scratch files,
+/// never for records (`appendOnce`). The corresponding C function is `write`.
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {
+    var done = 0
+    while done < bytes.count {
+        let n = retryingInterrupts { write(fd, bytes.baseAddress! + done, bytes.count - done) }
+        if n <= 0 { throw HarnessError.system("write(\(path))") }
+        done += n
+    }
+}
+
+/// Writes all of `text`'s UTF-8 bytes. The corresponding C function is `write`.
+func writeAll(_ fd: Int32, _ text: String, _ path: String) throws {
+    var text = text
+    try text.withUTF8 { try writeAll(fd, UnsafeRawBufferPointer($0), path) }
+}
+
+/// Every byte of the file at `path`. The corresponding C functions are `open` and `read`.
+func readAll(_ path: String) throws -> [UInt8] {
+    let fd = try openFile(path, O_RDONLY)
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { chunk in retryingInterrupts { read(fd, chunk.baseAddress, chunk.count) } }
+        if n < 0 { throw HarnessError.system("read(\(path))") }
+        if n == 0 { return bytes }
+        bytes += buffer[0..<n]
+    }
+}
+
+/// Up to `count` bytes of `fd` from `offset`. The corresponding C function is `pread`.
+func readAt(_ fd: Int32, count: Int, offset: Int, _ path: String) throws -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { buffer in retryingInterrupts { pread(fd, buffer.baseAddress, count, off_t(offset)) } }
+    if n < 0 { throw HarnessError.system("pread(\(path), \(count), \(offset))") }
+    return Array(bytes[0..<n])
+}
+
+/// The size of the open file `fd`. The corresponding C function is `fstat`.
+func fileSize(_ fd: Int32, _ path: String) throws -> Int {
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw HarnessError.system("fstat(\(path))") }
+    return Int(st.st_size)
 }
 
 /// fdatasync(fd); throws with the path and errno. The corresponding C function is `fdatasync`.
 func syncData(_ fd: Int32, _ path: String) throws {
-    if retryingInterrupts({ Int(fdatasync(fd)) }) != 0 { throw BackendError.system("fdatasync(\(path))") }
+    if retryingInterrupts({ Int(fdatasync(fd)) }) != 0 { throw HarnessError.system("fdatasync(\(path))") }
 }
 
 /// Closes `fd`, reporting failure (on some filesystems close reports deferred write errors).
 /// Not retried: after EINTR the descriptor is already closed on Linux.
 func closeChecked(_ fd: Int32, _ path: String) throws {
-    if Glibc.close(fd) != 0 && errno != EINTR { throw BackendError.system("close(\(path))") }
+    if Glibc.close(fd) != 0 && errno != EINTR { throw HarnessError.system("close(\(path))") }
+}
+
+/// Removes a file if it exists.
+func removeFile(_ path: String) {
+    _ = unlink(path)
+}
+
+/// Creates `path` and its missing parents; throws with the failing component and errno.
+/// The corresponding C function is `mkdir`.
+public func makeDirectories(_ path: String) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        current += "/" + component
+        if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            throw HarnessError.system("mkdir(\(current))")
+        }
+    }
+    var st = stat()
+    if stat(path, &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
+        throw HarnessError("\(path) is not a directory")
+    }
+}
+
+/// A new, empty directory `<$TMPDIR or /tmp>/<prefix>-XXXXXX`. The corresponding C function is `mkdtemp`.
+func makeTemporaryDirectory(_ prefix: String) throws -> String {
+    let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+    var template = Array("\(base)/\(prefix)-XXXXXX".utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
+        mkdtemp(buffer.baseAddress!).map { String(cString: $0) }
+    }
+    guard let made else { throw HarnessError.system("mkdtemp(\(base)/\(prefix)-XXXXXX)") }
+    return made
+}
+
+/// Lets the filesystem holding `directory` finish what earlier runs left it (the journal
+/// commit that frees and discards a deleted output's blocks, dirty pages of kept outputs):
+/// `syncfs`. Run before each measurement so one run's cleanup is not timed in the next.
+/// Best effort. The corresponding C function is `syncfs`.
+func settleFilesystem(_ directory: String) {
+    guard let fd = try? openFile(directory, O_RDONLY | O_DIRECTORY) else { return }
+    _ = cb_syncfs(fd)
+    close(fd)
 }
 
 /// The device (major, minor) holding `path`'s filesystem, from `stat`'s st_dev.
@@ -55,21 +167,6 @@ func deviceNumbers(of path: String) -> (major: UInt32, minor: UInt32)? {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
     let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
     return (UInt32(truncatingIfNeeded: major), UInt32(truncatingIfNeeded: minor))
-}
-
-// MARK: Time
-
-/// Sleeps until CLOCK_MONOTONIC reads `deadline` (nanoseconds), resuming after signals.
-/// The corresponding C function is `clock_nanosleep` with `TIMER_ABSTIME`.
-func sleepUntil(_ deadline: UInt64) {
-    var at = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-    _ = retryingInterrupts {
-        // clock_nanosleep returns its error instead of setting errno.
-        let rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nil)
-        if rc == 0 { return 0 }
-        errno = rc
-        return -1
-    }
 }
 
 // MARK: Processes and their CPU time
@@ -144,7 +241,7 @@ func reapChild(_ pid: pid_t = -1, wait: Bool) throws -> (pid: pid_t, exit: Proce
     var status: Int32 = 0
     var usage = rusage()
     let reaped = retryingInterrupts { Int(wait4(pid, &status, wait ? 0 : WNOHANG, &usage)) }
-    if reaped < 0 { throw BackendError.system("wait4(\(pid))") }
+    if reaped < 0 { throw HarnessError.system("wait4(\(pid))") }
     if reaped == 0 { return nil }
     return (pid_t(reaped), ProcessExit(status: status, cpu: CPUTime(usage)))
 }
@@ -181,7 +278,7 @@ struct AbstractSocketAddress {
 func seqpacketSocket(nonBlocking: Bool = false, _ purpose: String) throws -> Int32 {
     let type = Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
     let fd = socket(AF_UNIX, type, 0)
-    if fd < 0 { throw BackendError.system("socket(AF_UNIX, SOCK_SEQPACKET) for \(purpose)") }
+    if fd < 0 { throw HarnessError.system("socket(AF_UNIX, SOCK_SEQPACKET) for \(purpose)") }
     return fd
 }
 
@@ -191,12 +288,12 @@ func listenSeqpacket(_ address: AbstractSocketAddress, backlog: Int) throws -> I
     let fd = try seqpacketSocket(nonBlocking: true, "@\(address.name)")
     let bound = address.withSocketAddress { bind(fd, $0, $1) }
     if bound != 0 {
-        let error = BackendError.system("bind(@\(address.name))")
+        let error = HarnessError.system("bind(@\(address.name))")
         Glibc.close(fd)
         throw error
     }
     if listen(fd, Int32(min(max(backlog, 1), Int(Int32.max)))) != 0 {
-        let error = BackendError.system("listen(@\(address.name), \(backlog))")
+        let error = HarnessError.system("listen(@\(address.name), \(backlog))")
         Glibc.close(fd)
         throw error
     }
@@ -208,7 +305,7 @@ func connectSeqpacket(_ address: AbstractSocketAddress) throws -> Int32 {
     let fd = try seqpacketSocket("@\(address.name)")
     let connected = retryingInterrupts { Int(address.withSocketAddress { connect(fd, $0, $1) }) }
     if connected != 0 {
-        let error = BackendError.system("connect(@\(address.name))")
+        let error = HarnessError.system("connect(@\(address.name))")
         Glibc.close(fd)
         throw error
     }
@@ -223,15 +320,15 @@ func acceptConnection(_ listener: Int32, _ name: String) throws -> Int32? {
     let fd = retryingInterrupts { Int(accept(listener, nil, nil)) }
     if fd >= 0 { return Int32(fd) }
     if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED { return nil }
-    throw BackendError.system("accept(\(name))")
+    throw HarnessError.system("accept(\(name))")
 }
 
 /// Sends `bytes` as one message; a peer that is gone is EPIPE, never SIGPIPE.
 /// The corresponding C function is `send` with `MSG_NOSIGNAL`.
 func sendMessage(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ name: String) throws {
     let n = retryingInterrupts { send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)) }
-    if n < 0 { throw BackendError.system("send(\(name), \(bytes.count))") }
-    if n != bytes.count { throw BackendError("send(\(name), \(bytes.count)) sent \(n) bytes") }
+    if n < 0 { throw HarnessError.system("send(\(name), \(bytes.count))") }
+    if n != bytes.count { throw HarnessError("send(\(name), \(bytes.count)) sent \(n) bytes") }
 }
 
 /// What `receiveMessage` found.
@@ -256,7 +353,7 @@ func receiveMessage(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, wai
     switch errno {
     case EAGAIN, EWOULDBLOCK: return .empty
     case ECONNRESET: return .closed
-    default: throw BackendError.system("recv(\(name))")
+    default: throw HarnessError.system("recv(\(name))")
     }
 }
 

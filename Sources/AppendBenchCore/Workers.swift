@@ -5,6 +5,7 @@ import Atomics
 import BenchRecords
 import CBackends
 import Histogram
+import ToolSupport
 
 /// What one timed run of one backend measured.
 public struct Measurement: Sendable {
@@ -96,7 +97,7 @@ enum WorkerPool {
               region != MAP_FAILED
         else {
             return Measurement(totalNanoseconds: 0, setupNanoseconds: 0, latency: nil,
-                               failures: ["mmap of \(regionSize) shared bytes: \(String(cString: strerror(errno)))"])
+                               failures: ["\(HarnessError.system("mmap(\(regionSize) shared bytes for the workers)"))"])
         }
         defer { munmap(region, regionSize) }
         let ready = atomic(region, readyOffset)
@@ -120,7 +121,7 @@ enum WorkerPool {
                           timeline: (region + timelineOffset + w * timelineWords * 8).bindMemory(to: UInt64.self, capacity: timelineWords))
             }
             if pid < 0 {
-                failures.append("fork of worker \(w): \(String(cString: strerror(errno)))")
+                failures.append("\(HarnessError.system("fork of worker \(w)"))")
                 break
             }
             pids.append(pid)
@@ -337,7 +338,7 @@ enum WorkerPool {
         }
         count.store(UInt64(i), ordering: .relaxed)
         if let histogram {
-            if let problem = writeHistogram(histogram, to: latencyPath(plan, w)) { fail(problem) }
+            do { try writeHistogram(histogram, to: latencyPath(plan, w)) } catch { fail("\(B.key): latency: \(error)") }
         }
         slot.storeBytes(of: 1, toByteOffset: stateField, as: UInt64.self)
         _exit(0)
@@ -366,26 +367,26 @@ enum WorkerPool {
     }
 
     /// Histograms travel from worker to parent as (value, count) pairs of UInt64.
-    private static func writeHistogram(_ histogram: Histogram<UInt64>, to path: String) -> String? {
+    private static func writeHistogram(_ histogram: Histogram<UInt64>, to path: String) throws {
         var words: [UInt64] = []
         for bucket in histogram.recordedValues() {
             words.append(bucket.value)
             words.append(UInt64(bucket.count))
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        if fd < 0 { return "open(\(path)): \(String(cString: strerror(errno)))" }
+        let fd = try openFile(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
         defer { close(fd) }
-        let n = words.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        return n == words.count * 8 ? nil : "write(\(path)): \(String(cString: strerror(errno)))"
+        try words.withUnsafeBytes { try writeAll(fd, $0, path) }
     }
 
+    /// Adds the pairs a worker wrote to `histogram`; a worker whose file is missing or cut
+    /// short has already failed the run.
     private static func readHistogram(_ path: String, into histogram: inout Histogram<UInt64>) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { return }
-        defer { close(fd) }
-        var pair = [UInt64](repeating: 0, count: 2)
-        while pair.withUnsafeMutableBytes({ read(fd, $0.baseAddress, 16) }) == 16 {
-            _ = histogram.record(pair[0], count: pair[1])
+        guard let bytes = try? readAll(path) else { return }
+        bytes.withUnsafeBytes { raw in
+            for pair in stride(from: 0, to: raw.count - 15, by: 16) {
+                _ = histogram.record(raw.loadUnaligned(fromByteOffset: pair, as: UInt64.self),
+                                     count: raw.loadUnaligned(fromByteOffset: pair + 8, as: UInt64.self))
+            }
         }
     }
 }

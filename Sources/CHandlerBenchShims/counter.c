@@ -4,7 +4,6 @@
 // counted too. The work is still glibc's: only a relaxed atomic increment is added.
 #include <errno.h>
 #include <stddef.h>
-#include <sys/vfs.h>
 
 #include "CHandlerBenchShims.h"
 
@@ -51,10 +50,4 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
     if (pointer == NULL) return ENOMEM;
     *out = pointer;
     return 0;
-}
-
-long handler_bench_filesystem_magic(const char *path) {
-    struct statfs info;
-    if (statfs(path, &info) != 0) return -1;
-    return (long)info.f_type;
 }

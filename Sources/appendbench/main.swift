@@ -3,6 +3,8 @@ import Glibc
 #endif
 import AppendBenchCore
 import ArgumentParser
+import MMLogArguments
+import ToolSupport
 
 /// The root command. Synchronous on purpose: workers are forked from this single thread.
 struct AppendBench: ParsableCommand {
@@ -66,20 +68,7 @@ struct AppendBench: ParsableCommand {
     @Option(name: .long, help: "Records in flight for aio and uring.")
     var depth = 1
 
-    @Option(name: .customLong("chunk-size"), help: ArgumentHelp("MMLog chunk size in bytes (a power of two, a multiple of the page size).", valueName: "bytes"))
-    var chunkSize = mmlogDefaults.chunkSize
-
-    @Option(name: .customLong("max-chunks"), help: "MMLog chunks each process keeps mapped.")
-    var maxChunks = mmlogDefaults.maxChunks
-
-    @Option(name: .long, help: ArgumentHelp("How MMLog prefaults a chunk it maps: write (MADV_POPULATE_WRITE), read (MADV_POPULATE_READ: pages are dirtied only when written) or none.", valueName: "write|read|none"))
-    var prefault: MMLogPrefault = mmlogDefaults.prefault
-
-    @Flag(name: .customLong("huge-pages"), inversion: .prefixedNo, help: "MMLog maps chunks 2 MiB-aligned with MADV_HUGEPAGE.")
-    var hugePages = mmlogDefaults.hugePages
-
-    @Flag(name: .long, inversion: .prefixedNo, help: "MMLog prefaults the next chunk on a helper thread per process.")
-    var prefetch = mmlogDefaults.prefetch
+    @OptionGroup var mmlog: MMLogFlags
 
     @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; for cla and cla-async the collector runs fdatasync after every N records it appends (1: the article's original service: append, fsync, answer); 0: never.", valueName: "N"))
     var fsyncEvery = 0
@@ -118,11 +107,6 @@ struct AppendBench: ParsableCommand {
         if procs > 1024 { throw ValidationError("--procs \(procs) is more than 1024 worker processes.") }
         if size > 1 << 30 { throw ValidationError("--size \(size) is over 1 GiB; records are at most 1073741824 bytes.") }
         if depth > 4096 { throw ValidationError("--depth \(depth) is over 4096.") }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        if chunkSize < page || chunkSize % page != 0 || chunkSize & (chunkSize - 1) != 0 {
-            throw ValidationError("--chunk-size \(chunkSize) must be a power of two and a multiple of the page size (\(page)).")
-        }
-        if maxChunks < 2 { throw ValidationError("--max-chunks must be at least 2 (a record may straddle two chunks).") }
         let keys = backendKeys
         if keys.isEmpty { throw ValidationError("--backends names no backend.") }
         for key in keys where Backends.named(key) == nil {
@@ -142,11 +126,7 @@ struct AppendBench: ParsableCommand {
         options.keep = keep
         options.batch = batch
         options.depth = depth
-        options.chunkSize = chunkSize
-        options.maxChunks = maxChunks
-        options.prefault = prefault
-        options.hugePages = hugePages
-        options.prefetch = prefetch
+        options.mmlog = mmlog.options
         options.latency = latency
         options.fsyncEvery = fsyncEvery
         options.timelineMilliseconds = timeline
@@ -189,4 +169,3 @@ extension String {
 
 AppendBench.main()
 
-extension MMLogPrefault: ExpressibleByArgument {}

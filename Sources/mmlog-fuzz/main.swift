@@ -1,25 +1,46 @@
 // mmlog-fuzz: opens an MMLog whose metadata was corrupted at random, thousands of times,
 // each open in a forked child so that a crash is caught and counted, not fatal.
-//
-//   mmlog-fuzz --dir DIR [--cases 3000] [--seed N]
-//
-// Every case must end with a clear error (or a harmless open) and leave the data file's
-// existing bytes as they were. Prints a summary; exits 0 only with no crash and no damage.
+// `mmlog-fuzz --help` lists the options.
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
 import BenchRecords
 import MMLog
+import ToolSupport
 
-func say(_ text: String) {
-    var line = text + "\n"
-    line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+struct Fuzz: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mmlog-fuzz",
+        abstract: "Open an MMLog whose metadata was corrupted at random, each case in a forked child.",
+        discussion: """
+            Writes a log of 500 records in --dir, then for each case restores its data file, \
+            corrupts its metadata (truncation, bit flips, a random page, edge values in a field, \
+            trailing garbage) and opens it in a child. Every case must end with a clear error \
+            naming the file (or a harmless open) and leave the data file's existing bytes as they \
+            were. Prints each crash, damage or unclear error, then a summary. Exit status: 0 with \
+            no crash, no damage and no unclear error; 1 otherwise; 2 when the log cannot be set \
+            up; 64 on bad arguments.
+            """)
+
+    @Option(help: ArgumentHelp("Directory for the fuzzed log.", valueName: "path")) var dir: String
+    @Option(help: "Corruptions to try.") var cases = 3000
+    @Option(help: ArgumentHelp("Seed of the corruptions, to replay a run (default: the time).", valueName: "N")) var seed: UInt64?
+
+    func validate() throws {
+        if dir.isEmpty { throw ValidationError("--dir must name a directory.") }
+        if cases < 1 { throw ValidationError("--cases must be at least 1 (got \(cases)).") }
+    }
+
+    func run() throws {
+        let clean = fuzz(directory: dir, cases: cases, seed: seed ?? UInt64(time(nil)))
+        if !clean { throw ExitCode.failure }
+    }
 }
 
-func die(_ text: String) -> Never {
-    var line = "mmlog-fuzz: " + text + "\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-    exit(2)
+/// A failure to set the fuzzing up: said on stderr, exit status 2.
+func fail(_ message: String) -> Never {
+    die(message, status: 2)
 }
 
 func readFile(_ path: String) -> [UInt8] {
@@ -29,7 +50,7 @@ func readFile(_ path: String) -> [UInt8] {
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        let n = buffer.withUnsafeMutableBytes { chunk in retryingInterrupts { read(fd, chunk.baseAddress, chunk.count) } }
         if n <= 0 { break }
         bytes += buffer[0..<n]
     }
@@ -38,7 +59,7 @@ func readFile(_ path: String) -> [UInt8] {
 
 func writeFile(_ path: String, _ bytes: [UInt8]) {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    if fd < 0 { die("open(\(path)): \(String(cString: strerror(errno)))") }
+    if fd < 0 { fail("open(\(path)): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     bytes.withUnsafeBytes { if !$0.isEmpty { _ = write(fd, $0.baseAddress, $0.count) } }
 }
@@ -83,97 +104,87 @@ func corrupt(_ header: [UInt8], _ random: inout SplitMix64) -> ([UInt8], String)
     }
 }
 
-// MARK: main
-
-var directory = ""
-var cases = 3000
-var seed = UInt64(time(nil))
-var argv = CommandLine.arguments.dropFirst()
-while let flag = argv.popFirst() {
-    switch flag {
-    case "--dir": directory = argv.popFirst() ?? ""
-    case "--cases": cases = Int(argv.popFirst() ?? "") ?? -1
-    case "--seed": seed = UInt64(argv.popFirst() ?? "") ?? 0
-    default: die("unknown argument \(flag); usage: mmlog-fuzz --dir DIR [--cases N] [--seed N]")
+/// Runs `cases` corruptions of a log in `directory`; true when none crashed, damaged the
+/// data or gave an error that does not name the file.
+func fuzz(directory: String, cases: Int, seed: UInt64) -> Bool {
+    let path = directory + "/fuzz.log"
+    let metadataPath = path + ".mmlog"
+    unlink(path)
+    unlink(metadataPath)
+    do {
+        let log = try MMLog(path: path, options: .init(chunkSize: 1 << 16))
+        for i in 0..<500 { try log.append("record \(i) of the fuzzed log\n") }
+        try log.close()
+    } catch {
+        fail("setting up: \(error)")
     }
-}
-if directory.isEmpty || cases < 1 { die("usage: mmlog-fuzz --dir DIR [--cases N] [--seed N]") }
+    let data = readFile(path)
+    let header = readFile(metadataPath)
+    printOut("mmlog-fuzz: seed \(seed), \(cases) cases, data \(data.count) bytes")
 
-let path = directory + "/fuzz.log"
-let metadataPath = path + ".mmlog"
-unlink(path)
-unlink(metadataPath)
-do {
-    let log = try MMLog(path: path, options: .init(chunkSize: 1 << 16))
-    for i in 0..<500 { try log.append("record \(i) of the fuzzed log\n") }
-    try log.close()
-} catch {
-    die("setting up: \(error)")
-}
-let data = readFile(path)
-let header = readFile(metadataPath)
-say("mmlog-fuzz: seed \(seed), \(cases) cases, data \(data.count) bytes")
-
-var random = SplitMix64(seed: seed)
-var outcomes: [String: Int] = [:]
-var crashes = 0, damaged = 0, unclear = 0
-for n in 0..<cases {
-    writeFile(path, data)
-    let (bytes, what) = corrupt(header, &random)
-    writeFile(metadataPath, bytes)
-    var pipeFDs: [Int32] = [0, 0]
-    pipe(&pipeFDs)
-    let pid = fork()
-    if pid == 0 {
+    var random = SplitMix64(seed: seed)
+    var outcomes: [String: Int] = [:]
+    var crashes = 0, damaged = 0, unclear = 0
+    for n in 0..<cases {
+        writeFile(path, data)
+        let (bytes, what) = corrupt(header, &random)
+        writeFile(metadataPath, bytes)
+        var pipeFDs: [Int32] = [0, 0]
+        pipe(&pipeFDs)
+        let pid = fork()
+        if pid == 0 {
+            close(pipeFDs[0])
+            var message: String
+            var code: Int32
+            do {
+                let log = try MMLog(path: path)
+                try log.append("appended by case \(n)\n")
+                try log.close()
+                message = "opened"
+                code = 0
+            } catch {
+                message = "\(error.kind)\t\(error)"
+                code = 3
+            }
+            message.withUTF8 { _ = write(pipeFDs[1], $0.baseAddress, $0.count) }
+            _exit(code)
+        }
+        close(pipeFDs[1])
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let got = buffer.withUnsafeMutableBytes { chunk in retryingInterrupts { read(pipeFDs[0], chunk.baseAddress, chunk.count) } }
+            if got <= 0 { break }
+            reply += buffer[0..<got]
+        }
         close(pipeFDs[0])
-        var message: String
-        var code: Int32
-        do {
-            let log = try MMLog(path: path)
-            try log.append("appended by case \(n)\n")
-            try log.close()
-            message = "opened"
-            code = 0
-        } catch {
-            message = "\(error.kind)\t\(error)"
-            code = 3
+        var status: Int32 = 0
+        _ = retryingInterrupts { Int(waitpid(pid, &status, 0)) }
+        let text = String(decoding: reply, as: UTF8.self)
+        if status & 0x7f != 0 {
+            crashes += 1
+            printOut("CRASH case \(n) (\(what)): signal \(status & 0x7f)")
+            continue
         }
-        message.withUTF8 { _ = write(pipeFDs[1], $0.baseAddress, $0.count) }
-        _exit(code)
-    }
-    close(pipeFDs[1])
-    var reply: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let got = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
-        if got <= 0 { break }
-        reply += buffer[0..<got]
-    }
-    close(pipeFDs[0])
-    var status: Int32 = 0
-    waitpid(pid, &status, 0)
-    let text = String(decoding: reply, as: UTF8.self)
-    if status & 0x7f != 0 {
-        crashes += 1
-        say("CRASH case \(n) (\(what)): signal \(status & 0x7f)")
-        continue
-    }
-    let after = readFile(path)
-    if after.count < data.count || Array(after[0..<data.count]) != data {
-        damaged += 1
-        say("DAMAGE case \(n) (\(what)): data file changed below its old end (\(text))")
-    }
-    if text == "opened" {
-        outcomes["opened", default: 0] += 1
-    } else {
-        let kind = String(text.prefix { $0 != "\t" })
-        outcomes["refused: \(kind)", default: 0] += 1
-        if !text.contains(".mmlog") && !text.contains(path) {
-            unclear += 1
-            say("UNCLEAR case \(n) (\(what)): \(text)")
+        let after = readFile(path)
+        if after.count < data.count || Array(after[0..<data.count]) != data {
+            damaged += 1
+            printOut("DAMAGE case \(n) (\(what)): data file changed below its old end (\(text))")
+        }
+        if text == "opened" {
+            outcomes["opened", default: 0] += 1
+        } else {
+            let kind = String(text.prefix { $0 != "\t" })
+            outcomes["refused: \(kind)", default: 0] += 1
+            if !text.contains(".mmlog") && !text.contains(path) {
+                unclear += 1
+                printOut("UNCLEAR case \(n) (\(what)): \(text)")
+            }
         }
     }
+    let summary = outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+    printOut("mmlog-fuzz: \(cases) cases: \(summary); crashes \(crashes), data damaged \(damaged), unclear errors \(unclear)")
+    return crashes == 0 && damaged == 0 && unclear == 0
 }
-let summary = outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-say("mmlog-fuzz: \(cases) cases: \(summary); crashes \(crashes), data damaged \(damaged), unclear errors \(unclear)")
-exit(crashes == 0 && damaged == 0 && unclear == 0 ? 0 : 1)
+
+Fuzz.main()

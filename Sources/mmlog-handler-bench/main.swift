@@ -1,8 +1,6 @@
 // mmlog-handler-bench: the cost of one `logger.info` with two metadata values, through
 // MMLogHandler in each format and through swift-log's StreamLogHandler writing to a file.
-//
-//   mmlog-handler-bench [--procs 1,4] [--ops 100000] [--runs 5] [--dir DIR]
-//                       [--handlers text,logfmt,json,stream,raw]
+// `mmlog-handler-bench --help` lists the options.
 //
 // Each run forks `procs` workers. A worker opens its destination, logs 1000 lines to warm
 // up, waits at a barrier, then times `ops` calls of
@@ -21,62 +19,101 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
 import CHandlerBenchShims
 import Logging
 import MMLog
 import MMLogLogging
+import ToolSupport
 
-struct Arguments {
-    var procs = [1, 4]
-    var ops = 100_000
-    var runs = 5
-    var dir = ""
-    var handlers = ["text", "logfmt", "json", "stream", "raw", "noop"]
+struct HandlerBench: ParsableCommand {
+    static let handlers = ["text", "logfmt", "json", "stream", "raw", "noop"]
 
-    static func parse(_ argv: [String]) -> Arguments {
-        var args = Arguments()
-        var i = 1
-        func value() -> String {
-            i += 1
-            guard i < argv.count else { fail("\(argv[i - 1]) needs a value") }
-            return argv[i]
+    static let configuration = CommandConfiguration(
+        commandName: "mmlog-handler-bench",
+        abstract: "ns and heap allocations per logger.info: MMLogHandler's formats against StreamLogHandler.",
+        discussion: """
+            Handlers: text, logfmt, json (MMLogHandler in that format, into one MMLog shared by \
+            the workers); stream (StreamLogHandler into a FILE* opened "a" by each worker); raw \
+            (MMLog.append of a fixed 120-byte line: the floor); noop (reads the event and writes \
+            nothing: swift-log's own cost). Prints the command, date, kernel and filesystem, then \
+            one row per handler and process count: the median run's ns per call (min-max) and \
+            allocations per call. Exit status: 0 when every run counted its lines, 2 when one \
+            failed, 64 on bad arguments.
+            """)
+
+    @Option(help: ArgumentHelp("Process counts, each measured in turn.", valueName: "n,n,..."))
+    var procs = "1,4"
+    @Option(help: "Calls each worker times, after 1000 to warm up.") var ops = 100_000
+    @Option(help: "Runs of every handler and process count (interleaved).") var runs = 5
+    @Option(help: ArgumentHelp("Directory for the logs. Default: a new one under /tmp, removed afterwards.", valueName: "path"))
+    var dir: String?
+    @Option(help: ArgumentHelp("Handlers to measure.", valueName: "text,logfmt,json,stream,raw,noop"))
+    var handlers = HandlerBench.handlers.joined(separator: ",")
+
+    var processCounts: [Int] { procs.split(separator: ",").compactMap { Int($0) } }
+    var handlerNames: [String] { handlers.split(separator: ",").map(String.init) }
+
+    func validate() throws {
+        if processCounts.isEmpty || procs.split(separator: ",").contains(where: { (Int($0) ?? 0) < 1 }) {
+            throw ValidationError("--procs takes positive counts separated by commas (got \(procs)).")
         }
-        func number(_ text: String) -> Int {
-            guard let n = Int(text), n > 0 else { fail("not a positive count: \(text)") }
-            return n
+        for (name, value) in [("--ops", ops), ("--runs", runs)] where value < 1 {
+            throw ValidationError("\(name) must be at least 1 (got \(value)).")
         }
-        while i < argv.count {
-            switch argv[i] {
-            case "--procs": args.procs = value().split(separator: ",").map { number(String($0)) }
-            case "--ops": args.ops = number(value())
-            case "--runs": args.runs = number(value())
-            case "--dir": args.dir = value()
-            case "--handlers":
-                args.handlers = value().split(separator: ",").map(String.init)
-                for handler in args.handlers where !["text", "logfmt", "json", "stream", "raw", "noop"].contains(handler) {
-                    fail("unknown handler \(handler) (text, logfmt, json, stream, raw, noop)")
-                }
-            case "-h", "--help":
-                print("usage: mmlog-handler-bench [--procs 1,4] [--ops 100000] [--runs 5] [--dir DIR] [--handlers text,logfmt,json,stream,raw,noop]")
-                exit(0)
-            default: fail("unknown argument \(argv[i])")
-            }
-            i += 1
+        for handler in handlerNames where !Self.handlers.contains(handler) {
+            throw ValidationError("unknown handler \(handler) (\(Self.handlers.joined(separator: ", "))).")
         }
-        return args
     }
+
+    func run() throws {
+        let directory: String
+        if let dir {
+            directory = dir
+        } else {
+            var template = Array("/tmp/mmlog-handler-bench-XXXXXX".utf8CString)
+            guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+                fail("mkdtemp(/tmp/mmlog-handler-bench-XXXXXX): \(String(cString: strerror(errno)))")
+            }
+            directory = String(cString: made)
+        }
+        var measured: [String: [Run]] = [:]
+        for run in 1...runs {
+            for procs in processCounts {
+                for handler in handlerNames {
+                    measured["\(handler) \(procs)", default: []].append(measure(handler: handler, procs: procs, ops: ops, dir: directory))
+                }
+            }
+            writeStandardError("run \(run) of \(runs) done\n")
+        }
+        for line in provenanceLines(directory: directory) + [""] { print(line) }
+        print("| handler | procs | ns/call, median (min-max) | allocations/call |")
+        print("|---|---|---|---|")
+        for procs in processCounts {
+            for handler in handlerNames {
+                let all = measured["\(handler) \(procs)"] ?? []
+                let ns = all.map(\.nanosecondsPerCall), allocations = all.map(\.allocationsPerCall)
+                print("| \(Self.labels[handler] ?? handler) | \(procs) | \(fixed(median(ns), 0)) (\(fixed(ns.min() ?? 0, 0))-\(fixed(ns.max() ?? 0, 0))) "
+                      + "| \(fixed(median(allocations), 2)) |")
+            }
+        }
+        if dir == nil {
+            for handler in handlerNames {
+                unlink("\(directory)/\(handler).log")
+                unlink("\(directory)/\(handler).log.mmlog")
+            }
+            rmdir(directory)
+        }
+    }
+
+    static let labels = ["text": "MMLogHandler .text", "logfmt": "MMLogHandler .logfmt", "json": "MMLogHandler .json",
+                         "stream": "StreamLogHandler, FILE* O_APPEND", "raw": "MMLog.append, preformatted 120 B (floor)",
+                         "noop": "no-op handler (swift-log's own cost)"]
 }
 
+/// A failure while measuring: said on stderr, exit status 2.
 func fail(_ message: String) -> Never {
-    let line = "mmlog-handler-bench: \(message)\n"
-    _ = line.utf8CString.withUnsafeBytes { write(2, $0.baseAddress, $0.count - 1) }
-    exit(2)
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    die(message, status: 2)
 }
 
 /// StreamLogHandler's stdout stream, pointed at a file: lock, fwrite, fflush, unlock per line.
@@ -213,7 +250,7 @@ func measure(handler: String, procs: Int, ops: Int, dir: String) -> Run {
     }
     for pid in pids {
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _ = retryingInterrupts { Int(waitpid(pid, &status, 0)) }
         if status != 0 { fail("a \(handler) worker exited with status \(status)") }
     }
     close(readyPipe[0]); close(resultPipe[0])
@@ -234,7 +271,7 @@ func countLines(_ path: String) -> Int {
     var count = 0
     var buffer = [UInt8](repeating: 0, count: 1 << 20)
     while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        let n = buffer.withUnsafeMutableBytes { chunk in retryingInterrupts { read(fd, chunk.baseAddress, chunk.count) } }
         if n <= 0 { break }
         for i in 0..<n where buffer[i] == 0x0A { count += 1 }
     }
@@ -246,75 +283,4 @@ func median(_ values: [Double]) -> Double {
     return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
 }
 
-func fixed(_ value: Double, _ decimals: Int) -> String {
-    var scale = 1.0
-    for _ in 0..<decimals { scale *= 10 }
-    let rounded = (value * scale).rounded() / scale
-    var text = "\(rounded)"
-    if let dot = text.firstIndex(of: ".") {
-        let have = text.distance(from: dot, to: text.endIndex) - 1
-        if decimals == 0 { text = String(text[..<dot]) } else if have < decimals { text += String(repeating: "0", count: decimals - have) }
-    }
-    return text
-}
-
-let args = Arguments.parse(CommandLine.arguments)
-var dir = args.dir
-if dir.isEmpty {
-    var template = Array("/tmp/mmlog-handler-bench-XXXXXX".utf8CString)
-    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { fail("mkdtemp failed") }
-    dir = String(cString: made)
-}
-var runs: [String: [Run]] = [:]
-for run in 1...args.runs {
-    for procs in args.procs {
-        for handler in args.handlers {
-            runs["\(handler) \(procs)", default: []].append(measure(handler: handler, procs: procs, ops: args.ops, dir: dir))
-        }
-    }
-    let note = "run \(run) of \(args.runs) done\n"
-    _ = note.utf8CString.withUnsafeBytes { write(2, $0.baseAddress, $0.count - 1) }
-}
-/// The filesystem type of `path`, by statfs magic number.
-func filesystem(_ path: String) -> String {
-    let magic = handler_bench_filesystem_magic(path)
-    guard magic != -1 else { return "unknown" }
-    switch UInt(bitPattern: magic) {
-    case 0xEF53: return "ext4"
-    case 0x58465342: return "xfs"
-    case 0x9123683E: return "btrfs"
-    case 0x01021994: return "tmpfs"
-    case 0x2FC12FC1: return "zfs"
-    default: return "0x" + String(UInt(bitPattern: magic), radix: 16)
-    }
-}
-
-var names = utsname()
-uname(&names)
-let kernel = withUnsafeBytes(of: &names.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-var now = time(nil), parts = tm()
-gmtime_r(&now, &parts)
-var stamp = [CChar](repeating: 0, count: 32)
-strftime(&stamp, stamp.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-print("command: \(CommandLine.arguments.joined(separator: " "))")
-print("date: \(String(cString: stamp)), kernel \(kernel), \(filesystem(dir)) (\(dir)), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) cores")
-print("")
-let labels = ["text": "MMLogHandler .text", "logfmt": "MMLogHandler .logfmt", "json": "MMLogHandler .json",
-             "stream": "StreamLogHandler, FILE* O_APPEND", "raw": "MMLog.append, preformatted 120 B (floor)",
-             "noop": "no-op handler (swift-log's own cost)"]
-print("| handler | procs | ns/call, median (min-max) | allocations/call |")
-print("|---|---|---|---|")
-for procs in args.procs {
-    for handler in args.handlers {
-        let all = runs["\(handler) \(procs)"] ?? []
-        let ns = all.map(\.nanosecondsPerCall), allocations = all.map(\.allocationsPerCall)
-        print("| \(labels[handler] ?? handler) | \(procs) | \(fixed(median(ns), 0)) (\(fixed(ns.min() ?? 0, 0))-\(fixed(ns.max() ?? 0, 0))) | \(fixed(median(allocations), 2)) |")
-    }
-}
-if args.dir.isEmpty {
-    for handler in args.handlers {
-        unlink("\(dir)/\(handler).log")
-        unlink("\(dir)/\(handler).log.mmlog")
-    }
-    rmdir(dir)
-}
+HandlerBench.main()

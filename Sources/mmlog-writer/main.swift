@@ -7,7 +7,9 @@ import ArgumentParser
 import BenchRecords
 import Logging
 import MMLog
+import MMLogArguments
 import MMLogLogging
+import ToolSupport
 
 struct Writer: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,11 +27,7 @@ struct Writer: ParsableCommand {
     @Option(help: "Records per thread.") var ops = 1000
     @Option(help: "Bytes per record.") var size = 128
     @Option(help: "Threads appending at once.") var threads = 1
-    @Option(help: "MMLog chunk size in bytes.") var chunkSize = MMLog.Options().chunkSize
-    @Option(help: "MMLog ring capacity in chunks.") var maxChunks = MMLog.Options().maxChunks
-    @Option(help: "How MMLog prefaults a chunk: write, read or none.") var prefault = MMLog.Options().prefault
-    @Flag(inversion: .prefixedNo, help: "MMLog's huge page advice.") var hugePages = MMLog.Options().hugePages
-    @Flag(inversion: .prefixedNo, help: "MMLog's prefetch thread.") var prefetch = MMLog.Options().prefetch
+    @OptionGroup var mmlog: MMLogFlags
     @Option(help: "Start at this CLOCK_REALTIME time in nanoseconds (0: now).") var startAt: UInt64 = 0
     @Flag(inversion: .prefixedNo, help: "Close the log at the end (--no-close leaves as a crash would).") var close = true
     @Flag(help: "Log lines through swift-log and MMLogHandler instead of writing records.") var swiftLog = false
@@ -79,9 +77,10 @@ struct Writer: ParsableCommand {
         while startAt > 0 && realtimeNanoseconds() < startAt {}
         let log: MMLog
         do {
-            log = try MMLog(path: path, options: .init(chunkSize: chunkSize, maxChunks: maxChunks, prefault: prefault,
-                                                       hugePages: hugePages, prefetch: prefetch,
-                                                       rotateAtBytes: rotateAtBytes, keepRotated: keepRotated))
+            var options = mmlog.options
+            options.rotateAtBytes = rotateAtBytes
+            options.keepRotated = keepRotated
+            log = try MMLog(path: path, options: options)
         } catch {
             printError("mmlog-writer: \(error)")
             throw ExitCode.failure
@@ -89,10 +88,10 @@ struct Writer: ParsableCommand {
         let failures = Failures()
         if swiftLog {
             LoggingSystem.bootstrap { label in MMLogHandler(label: label, log: log) }
-            onThreads(threads) { t in logLines(worker: worker + t, ops: ops) }
+            try threadsStarted(onThreads(threads) { t in logLines(worker: worker + t, ops: ops) })
         } else {
             let done = Done()
-            onThreads(threads + (trimThread ? 1 : 0)) { t in
+            try threadsStarted(onThreads(threads + (trimThread ? 1 : 0)) { t in
                 if t == threads {
                     while !done.value { _ = try? log.trim() }
                     return
@@ -100,7 +99,7 @@ struct Writer: ParsableCommand {
                 if let failure = write(log, worker: worker + t) { failures.add(failure) }
                 done.count()
                 if done.counted == threads { done.value = true }
-            }
+            })
         }
         if abandonAfter != nil {
             _ = try? log.reserveAndAbandonForTesting(size)
@@ -111,6 +110,13 @@ struct Writer: ParsableCommand {
         do { try log.close() } catch { failures.add("close: \(error)") }
         for message in failures.messages { printError("mmlog-writer: \(message)") }
         if !failures.messages.isEmpty { throw ExitCode.failure }
+    }
+
+    /// Fails the run when `onThreads` could not start every thread (pthread_create's error).
+    func threadsStarted(_ error: Int32) throws {
+        guard error != 0 else { return }
+        printError("mmlog-writer: pthread_create: \(String(cString: strerror(error)))")
+        throw ExitCode.failure
     }
 
     /// Writes records `first..<first + ops` (or up to abandonAfter) of `worker`; returns the
@@ -200,64 +206,6 @@ func logLines(worker: Int, ops: Int) {
     for i in 0..<ops {
         logger.info("record \(i)", metadata: ["worker": "\(worker)", "i": "\(i)"])
     }
-}
-
-extension MMLog.Prefault: ExpressibleByArgument {}
-
-/// Writes a line to stdout with one write(2) (no buffering: tests read it while we run).
-func printOut(_ message: String) {
-    let line = message + "\n"
-    _ = line.utf8CString.withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count - 1) }
-}
-
-/// Writes a line to stderr with one write(2).
-func printError(_ message: String) {
-    let line = message + "\n"
-    _ = line.utf8CString.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count - 1) }
-}
-
-func realtimeNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-func sleepNanoseconds(_ nanoseconds: UInt64) {
-    var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-    var remaining = timespec()
-    while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
-}
-
-final class ThreadJob {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-/// Runs `body(t)` on `count` threads and waits for them all (on this thread when count is 1).
-func onThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
-    if count == 1 { body(0); return }
-    var threads: [pthread_t] = []
-    for t in 0..<count {
-        let job = Unmanaged.passRetained(ThreadJob { body(t) }).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let job = Unmanaged<ThreadJob>.fromOpaque(raw!).takeRetainedValue()
-            job.body()
-            return nil
-        }, job)
-        if rc != 0 {
-            printError("mmlog-writer: pthread_create: \(String(cString: strerror(rc)))")
-            exit(1)
-        }
-        threads.append(thread)
-    }
-    for thread in threads { pthread_join(thread, nil) }
 }
 
 /// Tells the trimming thread when the appending threads have finished.

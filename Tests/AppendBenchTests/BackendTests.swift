@@ -3,7 +3,9 @@ import Glibc
 #endif
 @testable import AppendBenchCore
 import BenchRecords
+import MMLog
 import TestSupport
+import ToolSupport
 import XCTest
 
 /// Each backend in-process: runs verified byte for byte, and failed or short writes surfacing.
@@ -13,13 +15,15 @@ final class BackendTests: XCTestCase {
     override func setUp() { scratch = ScratchDirectory("appendbench-backends") }
     override func tearDown() { scratch.remove() }
 
-    /// Appends `ops` records as worker 0 through a fresh `type` backend, then verifies the file.
+    /// Appends `ops` records as worker 0 through a fresh `type` backend, then verifies the file;
+    /// returns its path.
+    @discardableResult
     func verifiedRun(_ type: any AppendBackend.Type, size: Int, ops: Int = 2000, batch: Int = 1, depth: Int = 1,
-                     file: StaticString = #filePath, line: UInt = #line) throws {
+                     file: StaticString = #filePath, line: UInt = #line) throws -> String {
         let label = "\(type.key) size \(size) batch \(batch) depth \(depth)"
         let path = scratch.file("\(type.key)-\(size)-\(batch)-\(depth).log")
-        var config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth, chunkSize: 1 << 16,
-                                   totalBytes: ops * size)
+        var config = BackendConfig(path: path, recordSize: size, batch: batch, depth: depth,
+                                   mmlog: MMLog.Options(chunkSize: 1 << 16), totalBytes: ops * size)
         if let reason = type.unsupportedReason(directory: scratch.path, config: config) {
             throw XCTSkip("\(label): \(reason)")
         }
@@ -44,7 +48,7 @@ final class BackendTests: XCTestCase {
         }
         guard type.writesRecords else {
             XCTAssertEqual(fileSize(path) ?? 0, 0, "\(label) wrote something", file: file, line: line)
-            return
+            return path
         }
         let expectation = Expectation(workers: 1, ops: ops, size: size, stride: stride,
                                       checkOrder: type.preservesOrder(config: config))
@@ -52,11 +56,25 @@ final class BackendTests: XCTestCase {
         XCTAssertTrue(report.ok, "\(label): \(report)", file: file, line: line)
         XCTAssertEqual(report.wholeRecords, ops, label, file: file, line: line)
         XCTAssertEqual(fileSize(path), ops * stride, label, file: file, line: line)
+        return path
     }
 
     func testEveryBackendAtOneByteAPageLessOneAndInBetween() throws {
         for type in Backends.all {
             for size in [1, 128, 4095] { try verifiedRun(type, size: size) }
+        }
+    }
+
+    /// Between runs the harness removes the files `outputFiles` names, and only those: every
+    /// file a backend leaves must be one of them (MMLog's metadata, floor's cursor).
+    func testEveryFileABackendLeavesIsOneItNames() throws {
+        for type in Backends.all {
+            scratch.remove()
+            scratch = ScratchDirectory("appendbench-files")
+            let path = try verifiedRun(type, size: 128, ops: 100)
+            let left = TestSupport.run("/bin/ls", ["-A", scratch.path]).stdout.split(separator: "\n").map { scratch.file(String($0)) }
+            XCTAssertEqual(Set(left).subtracting(type.outputFiles(for: path)), [], "\(type.key) left files it does not name")
+            XCTAssertTrue(type.outputFiles(for: path).contains(path), "\(type.key): the output is one of its files")
         }
     }
 

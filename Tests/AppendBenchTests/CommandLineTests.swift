@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+@testable import AppendBenchCore
 import Foundation
 import TestSupport
 import XCTest
@@ -49,7 +50,9 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(parsed?["ok"] as? Bool, true)
         let backends = parsed?["results"] as? [[String: Any]] ?? []
         XCTAssertEqual(backends.count, 11)
-        XCTAssertNil(fileSize(scratch.file("run/mmlog.log")), "outputs are removed without --keep")
+        for file in MMLogBackend.outputFiles(for: Benchmark.outputPath(scratch.file("run"), MMLogBackend.key)) {
+            XCTAssertNil(fileSize(file), "\(file): outputs are removed without --keep")
+        }
 
         // CPU time: present and positive for every backend that ran, the same in CSV and JSON,
         // and user + system over the calls is the per-call figure.
@@ -265,9 +268,10 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
         XCTAssertTrue(result.stdout.contains("median of 3 runs"), result.stdout)
         XCTAssertTrue(result.stdout.contains("| p50 (μs) | p99 (μs) |"), result.stdout)
-        XCTAssertEqual(fileSize(dir + "/mmlog.log"), 2 * 1000 * 64)
-        XCTAssertNotNil(fileSize(dir + "/mmlog.log.mmlog"))
-        XCTAssertEqual(fileSize(dir + "/write.log"), 2 * 1000 * 64)
+        let mmlog = Benchmark.outputPath(dir, MMLogBackend.key)
+        XCTAssertEqual(fileSize(mmlog), 2 * 1000 * 64)
+        for file in MMLogBackend.outputFiles(for: mmlog) { XCTAssertNotNil(fileSize(file), "\(file) is kept") }
+        XCTAssertEqual(fileSize(Benchmark.outputPath(dir, WriteBackend.key)), 2 * 1000 * 64)
         XCTAssertEqual(readText(scratch.file("runs.csv")).split(separator: "\n").count, 1 + 2 * 3)
     }
 
@@ -281,14 +285,20 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("Dirty page limits: "), result.stdout)
         let rows = readText(timeline).split(separator: "\n")
         XCTAssertTrue(rows[0].hasPrefix("date,backend,procs,size,run,interval_ms,t_ms,records,bytes,cumulative_bytes,mb_per_s,"))
+        let series = CSVRows(readText(timeline))
         for key in ["mmlog", "write", "fwrite", "floor"] {
-            let series = rows.dropFirst().filter { $0.split(separator: ",")[1] == Substring(key) }
-            XCTAssertFalse(series.isEmpty, "timeline rows for \(key)")
-            let records = series.map { Int($0.split(separator: ",")[7]) ?? -1 }.reduce(0, +)
+            let intervals = series.backend(key)
+            XCTAssertFalse(intervals.isEmpty, "timeline rows for \(key)")
+            let records = intervals.map { Int($0["records"] ?? "") ?? -1 }.reduce(0, +)
             XCTAssertEqual(records, 2 * 3000, "\(key): the intervals add up to every record")
         }
-        XCTAssertTrue(readText(scratch.file("durable.csv")).contains(",1000,4,write,true,true,true,\(pageReportingNow),"),
-                      "fsync_every, MMLog's knobs, warm_memory, page_reporting and steal_ms in the CSV")
+        // fsync_every, MMLog's knobs, warm_memory, page_reporting and steal_ms in the CSV.
+        let row = CSVRows(readText(scratch.file("durable.csv"))).backend("write").first ?? [:]
+        XCTAssertEqual(row["fsync_every"], "1000", "\(row)")
+        XCTAssertEqual([row["max_chunks"], row["prefault"], row["huge_pages"], row["prefetch"]], ["4", "write", "true", "true"], "\(row)")
+        XCTAssertEqual(row["warm_memory"], "true")
+        XCTAssertEqual(row["page_reporting"], pageReportingNow)
+        XCTAssertNotNil(row["steal_ms"])
     }
 
     func testMMLogKnobsReachTheLogAndTheReport() {
@@ -298,19 +308,18 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(result.status.code, 0, result.stdout + result.stderr)
         XCTAssertTrue(result.stdout.contains("MMLog ran with --prefault read --no-huge-pages."), result.stdout)
         XCTAssertTrue(result.stdout.contains("Memory was not warmed before runs (--no-warm-memory)"), result.stdout)
-        XCTAssertTrue(readText(scratch.file("knobs.csv")).contains(",0,2,read,false,true,false,\(pageReportingNow),"), readText(scratch.file("knobs.csv")))
+        let row = CSVRows(readText(scratch.file("knobs.csv"))).backend("mmlog").first ?? [:]
+        XCTAssertEqual([row["chunk_size"], row["max_chunks"], row["prefault"], row["huge_pages"], row["prefetch"]],
+                       ["\(2 << 20)", "2", "read", "false", "true"], "\(row)")
+        XCTAssertEqual([row["fsync_every"], row["warm_memory"], row["page_reporting"]], ["0", "false", pageReportingNow], "\(row)")
         let json = readText(scratch.file("knobs.json"))
         XCTAssertTrue(json.contains("\"prefault\": \"read\"") && json.contains("\"warm_memory\": false"), json)
     }
 
     /// What the CSV's page_reporting column says of this machine when nothing holds it.
-    var pageReportingNow: String {
-        guard let order = Int(readText(pageReportingOrder).split(separator: "\n").first ?? "") else { return "absent" }
-        let orders = readText("/proc/buddyinfo").split(separator: "\n").first.map { $0.split(separator: " ").count - 4 } ?? 11
-        return order >= orders ? "off" : "on"
-    }
+    var pageReportingNow: String { PageReporting.current.rawValue }
 
-    let pageReportingOrder = "/sys/module/page_reporting/parameters/page_reporting_order"
+    let pageReportingOrder = PageReporting.parameter
 
     func testHoldingPageReportingPutsTheOrderBack() throws {
         let before = readText(pageReportingOrder)

@@ -3,6 +3,7 @@ import BenchRecords
 import Foundation
 import Histogram
 import TestSupport
+import ToolSupport
 import XCTest
 
 /// The table, CSV and JSON from a report built by hand: units, rows for every outcome.
@@ -85,6 +86,19 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(json.contains(#""unsupported": "O_DIRECT not supported"#), json)
         XCTAssertTrue(json.contains(#""failures": ["worker 3 (pid 42)"#), json)
         XCTAssertTrue(json.contains(#""ok": false"#), json)
+    }
+
+    /// The columns, by name and in order, that the scripts, plots and earlier CSV files read:
+    /// a change here breaks every one of them.
+    func testTheCSVColumnsAreTheOnesEveryCSVHas() {
+        XCTAssertEqual(report().csvHeader.split(separator: ",").map(String.init), [
+            "date", "backend", "category", "procs", "ops", "size", "stride", "batch", "depth", "chunk_size", "run", "runs",
+            "total_ms", "per_call_us", "throughput_gbps", "speedup_vs_write", "setup_ms", "median_total_ms", "min_total_ms",
+            "max_total_ms", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "verified", "records", "kernel", "filesystem",
+            "error", "fsync_every", "max_chunks", "prefault", "huge_pages", "prefetch", "adaptive_pages", "warm_memory", "page_reporting",
+            "steal_ms", "cpu_user_ms", "cpu_system_ms", "cpu_per_call_us", "service_cpu_ms", "rate", "achieved_rate", "device",
+            "device_bytes", "write_amplification",
+        ])
     }
 
     /// Every CSV column is in the JSON under the same name with the same value: both come from

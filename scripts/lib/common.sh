@@ -23,13 +23,13 @@ require_swift() {
     command -v swift >/dev/null || { echo "swift not found: install Swift 6 (expected at /opt/swift)" >&2; exit 1; }
 }
 
-# Before a measuring script's first run: makes the output directory $1, sets $stamp (UTC, for
-# result file names) and builds the harness, so that no build lands inside a measurement.
-# Sets $hold to the arguments that hold a VM's free page reporting off for each invocation
-# (--hold-page-reporting, when this user may; README "Memory on a VM"), else to none.
+# Before a measuring script's first run: makes the output directory $1 and builds the harness,
+# so that no build lands inside a measurement. Sets $hold to the arguments that hold a VM's free
+# page reporting off for each invocation (--hold-page-reporting, when this user may; README
+# "Memory on a VM"), else to none. Results go to fixed names (results/README.md): a new run
+# replaces the last one, and git keeps the history.
 prepare_measurement() {
     mkdir -p "$1"
-    stamp=$(date -u +%Y%m%dT%H%M%SZ)
     hold=()
     if [ -w /sys/module/page_reporting/parameters/page_reporting_order ]; then
         hold=(--hold-page-reporting)

@@ -35,7 +35,7 @@ final class AIOBackend: AppendBackend {
         let rc = cb_aio_open(UInt32(max(config.depth, 1)), config.recordSize, &context)
         if rc < 0 {
             _ = Glibc.close(fd)
-            throw BackendError("io_setup(\(config.depth))", errno: -rc)
+            throw HarnessError("io_setup(\(config.depth))", errno: -rc)
         }
         self.context = context!
     }
@@ -67,15 +67,15 @@ final class AIOBackend: AppendBackend {
         isOpen = false
         let rc = cb_aio_close(context)  // waits for writes still in flight
         try closeChecked(fd, path)
-        if rc < 0 { throw BackendError("io_destroy(\(path))", errno: -rc) }
+        if rc < 0 { throw HarnessError("io_destroy(\(path))", errno: -rc) }
     }
 
-    private func failure(_ result: cb_result) -> BackendError {
-        BackendError(result, path: path, submit: "io_submit", wait: "io_getevents", write: "aio write")
+    private func failure(_ result: cb_result) -> HarnessError {
+        HarnessError(result, path: path, submit: "io_submit", wait: "io_getevents", write: "aio write")
     }
 }
 
-extension BackendError {
+extension HarnessError {
     /// The error for an asynchronous append's failed submit, wait or completion
     /// (shared by the aio and uring backends).
     init(_ result: cb_result, path: String, submit: String, wait: String, write: String) {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Atomics
 import CBackends
+import ToolSupport
 
 /// The article's central logging authority (CLA): one process per run that every worker sends
 /// its records to over a Unix socket, and that appends each record with one `write()` to an
@@ -54,7 +55,7 @@ final class CentralLogCollector: RunService {
         expectedRecords = config.recordSize > 0 ? config.totalBytes / config.recordSize : 0
         guard let page = mmap(nil, Self.pageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
               page != MAP_FAILED
-        else { throw BackendError.system("mmap(\(Self.pageSize) shared bytes for the collector)") }
+        else { throw HarnessError.system("mmap(\(Self.pageSize) shared bytes for the collector)") }
         shared = page
         let file: Int32
         let listener: Int32
@@ -84,7 +85,7 @@ final class CentralLogCollector: RunService {
         Glibc.close(listener)
         if child < 0 {
             munmap(page, Self.pageSize)
-            throw BackendError("fork of the collector", errno: forkError)
+            throw HarnessError("fork of the collector", errno: forkError)
         }
         pid = child
         config.serviceAddress = address.name
@@ -122,7 +123,7 @@ final class CentralLogCollector: RunService {
         do {
             while closed < workers {
                 let ready = retryingInterrupts { Int(poll(&polls, nfds_t(polls.count), -1)) }
-                if ready < 0 { throw BackendError.system("poll(\(polls.count) sockets)") }
+                if ready < 0 { throw HarnessError.system("poll(\(polls.count) sockets)") }
                 if polls[0].fd >= 0 && polls[0].revents != 0 {
                     while accepted < workers, let connection = try acceptConnection(listener, "the collector's socket") {
                         polls.append(pollfd(fd: connection, events: Int16(POLLIN), revents: 0))
@@ -149,7 +150,7 @@ final class CentralLogCollector: RunService {
                             break messages
                         case .message(let length):
                             guard length <= recordSize else {
-                                throw BackendError("received a message of \(length) bytes; records are \(recordSize)")
+                                throw HarnessError("received a message of \(length) bytes; records are \(recordSize)")
                             }
                             try appendOnce(file, UnsafeRawBufferPointer(rebasing: buffer[0..<length]), path)
                             appended += 1
@@ -158,7 +159,7 @@ final class CentralLogCollector: RunService {
                             if acknowledged {
                                 do {
                                     try withUnsafeBytes(of: &acknowledgement) { try sendMessage(connection, $0, "a worker's connection") }
-                                } catch let error as BackendError where error.errno == EPIPE || error.errno == ECONNRESET {
+                                } catch let error as HarnessError where error.errno == EPIPE || error.errno == ECONNRESET {
                                     // The worker is gone (the harness reports it); its end of file comes next.
                                 }
                             }
@@ -268,7 +269,7 @@ struct CentralLogClient {
 
     init(key: String, config: BackendConfig, acknowledged: Bool) throws {
         guard let address = config.serviceAddress else {
-            throw BackendError("\(key) has no collector to send to (its prepareRun was not called)")
+            throw HarnessError("\(key) has no collector to send to (its prepareRun was not called)")
         }
         name = "the collector @\(address)"
         socket = try connectSeqpacket(AbstractSocketAddress(name: address))
@@ -283,7 +284,7 @@ struct CentralLogClient {
         var answer: UInt8 = 0
         let received = try withUnsafeMutableBytes(of: &answer) { try receiveMessage(socket, into: $0, wait: true, name) }
         if received == .closed {
-            throw BackendError("recv(\(name)): the collector closed the connection before acknowledging (it failed or died)")
+            throw HarnessError("recv(\(name)): the collector closed the connection before acknowledging (it failed or died)")
         }
     }
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CBackends
+import ToolSupport
 
 /// `O_DIRECT|O_APPEND`: each record copied into an aligned block, zero-padded to the
 /// filesystem's direct-I/O alignment, and written with one `write`. The padding is part of
@@ -25,7 +26,7 @@ final class DirectBackend: AppendBackend {
             let alignment = try Self.alignment(of: fd, path: path)
             stride = Self.roundUp(config.recordSize, to: alignment.offset)
             let rc = posix_memalign(&memory, max(alignment.memory, alignment.offset), stride)
-            if rc != 0 { throw BackendError("posix_memalign(\(alignment.memory), \(stride))", errno: rc) }
+            if rc != 0 { throw HarnessError("posix_memalign(\(alignment.memory), \(stride))", errno: rc) }
         } catch {
             _ = Glibc.close(fd)
             throw error
@@ -44,8 +45,8 @@ final class DirectBackend: AppendBackend {
     func append(_ record: UnsafeRawBufferPointer) throws {
         block.copyMemory(from: record.baseAddress!, byteCount: record.count)
         let n = retryingInterrupts { write(fd, block, stride) }
-        if n < 0 { throw BackendError.system("write(\(path), \(stride), O_DIRECT)") }
-        if n != stride { throw BackendError("write(\(path), \(stride), O_DIRECT) wrote \(n) bytes") }
+        if n < 0 { throw HarnessError.system("write(\(path), \(stride), O_DIRECT)") }
+        if n != stride { throw HarnessError("write(\(path), \(stride), O_DIRECT) wrote \(n) bytes") }
     }
 
     func finish() throws {}
@@ -68,7 +69,7 @@ final class DirectBackend: AppendBackend {
     /// Opens a probe file with O_DIRECT and writes one aligned block: filesystems without
     /// direct I/O refuse with EINVAL at the open (tmpfs before Linux 6.6) or at the write.
     static func unsupportedReason(directory: String, config: BackendConfig) -> String? {
-        func reason(_ error: BackendError) -> String {
+        func reason(_ error: HarnessError) -> String {
             let step = error.operation.hasPrefix("open") ? "open" : "write"
             let cause = String(cString: strerror(error.errno ?? 0))
             return error.errno == EINVAL
@@ -77,19 +78,20 @@ final class DirectBackend: AppendBackend {
         }
         do {
             try withProbeFile(in: directory) { probe, _ in
-                let fd = open(probe, O_WRONLY | O_CLOEXEC | cb_o_direct())
-                if fd < 0 { throw BackendError.system("open(\(probe), O_DIRECT)") }
+                let fd = try openFile(probe, O_WRONLY | cb_o_direct())
                 defer { _ = Glibc.close(fd) }
                 let alignment = try alignment(of: fd, path: probe)
                 var block: UnsafeMutableRawPointer?
                 let rc = posix_memalign(&block, max(alignment.memory, alignment.offset), alignment.offset)
-                if rc != 0 { throw BackendError("posix_memalign", errno: rc) }
+                if rc != 0 { throw HarnessError("posix_memalign", errno: rc) }
                 defer { free(block) }
                 block!.initializeMemory(as: UInt8.self, repeating: 0, count: alignment.offset)
-                if write(fd, block, alignment.offset) < 0 { throw BackendError.system("write(\(probe), O_DIRECT)") }
+                if retryingInterrupts({ write(fd, block, alignment.offset) }) < 0 {
+                    throw HarnessError.system("write(\(probe), O_DIRECT)")
+                }
             }
             return nil
-        } catch let error as BackendError {
+        } catch let error as HarnessError {
             return reason(error)
         } catch {
             return "O_DIRECT probe in \(directory) failed (\(error))"
@@ -106,7 +108,7 @@ final class DirectBackend: AppendBackend {
         let (fd, probe) = template.withUnsafeMutableBufferPointer { name in
             (mkstemp(name.baseAddress!), String(cString: name.baseAddress!))
         }
-        if fd < 0 { throw BackendError.system("open(\(probe))") }
+        if fd < 0 { throw HarnessError.system("open(\(probe))") }
         defer {
             _ = Glibc.close(fd)
             unlink(probe)
@@ -123,10 +125,10 @@ final class DirectBackend: AppendBackend {
     private static func alignment(of fd: Int32, path: String) throws -> (memory: Int, offset: Int) {
         var memory: UInt32 = 0, offset: UInt32 = 0
         let rc = cb_dio_alignment(fd, &memory, &offset)
-        if rc < 0 && rc != -ENOSYS { throw BackendError("statx(\(path), STATX_DIOALIGN)", errno: -rc) }
+        if rc < 0 && rc != -ENOSYS { throw HarnessError("statx(\(path), STATX_DIOALIGN)", errno: -rc) }
         if memory > 0 && offset > 0 { return (Int(memory), Int(offset)) }
         var st = stat()
-        if fstat(fd, &st) != 0 { throw BackendError.system("fstat(\(path))") }
+        if fstat(fd, &st) != 0 { throw HarnessError.system("fstat(\(path))") }
         let block = max(Int(st.st_blksize), 512)
         return (block, block)
     }

@@ -19,27 +19,32 @@ final class FloorBackend: AppendBackend {
     private let cursorPage: UnsafeMutableRawPointer
     private let cursor: UnsafeAtomic<Int>
 
+    /// The output and the page holding the shared cursor.
+    static func outputFiles(for path: String) -> [String] { [path, cursorPath(path)] }
+
+    private static func cursorPath(_ path: String) -> String { path + ".cursor" }
+
     init(config: BackendConfig) throws {
         path = config.path
         length = config.totalBytes
-        guard length > 0 else { throw BackendError("floor needs the run's total size") }
+        guard length > 0 else { throw HarnessError("floor needs the run's total size") }
         // Every worker sizes the same files to the same lengths: idempotent, so no race.
         data = try Self.mapShared(path, length: length, prefault: true)
-        cursorPage = try Self.mapShared(path + ".cursor", length: 4096, prefault: false)
+        cursorPage = try Self.mapShared(Self.cursorPath(path), length: 4096, prefault: false)
         cursor = UnsafeAtomic(at: cursorPage.bindMemory(to: UnsafeAtomic<Int>.Storage.self, capacity: 1))
     }
 
     @inline(__always)
     func append(_ record: UnsafeRawBufferPointer) throws {
         let offset = cursor.loadThenWrappingIncrement(by: record.count, ordering: .acquiring)
-        guard offset + record.count <= length else { throw BackendError("floor: past the \(length) bytes mapped") }
+        guard offset + record.count <= length else { throw HarnessError("floor: past the \(length) bytes mapped") }
         (data + offset).copyMemory(from: record.baseAddress!, byteCount: record.count)
     }
 
     func finish() throws {}
 
     func sync() throws {
-        if msync(data, length, MS_SYNC) != 0 { throw BackendError.system("msync(\(path), \(length))") }
+        if msync(data, length, MS_SYNC) != 0 { throw HarnessError.system("msync(\(path), \(length))") }
     }
 
     func close() throws {
@@ -48,18 +53,17 @@ final class FloorBackend: AppendBackend {
     }
 
     private static func mapShared(_ path: String, length: Int, prefault: Bool) throws -> UnsafeMutableRawPointer {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        if fd < 0 { throw BackendError.system("open(\(path))") }
+        let fd = try openFile(path, O_RDWR | O_CREAT)
         defer { Glibc.close(fd) }
-        if ftruncate(fd, off_t(length)) != 0 { throw BackendError.system("ftruncate(\(path), \(length))") }
+        if ftruncate(fd, off_t(length)) != 0 { throw HarnessError.system("ftruncate(\(path), \(length))") }
         guard let map = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-            throw BackendError.system("mmap(\(path), \(length))")
+            throw HarnessError.system("mmap(\(path), \(length))")
         }
         // Huge page advice, as MMLog gives its chunks: 2 MiB folios where the filesystem has them.
         if prefault { _ = madvise(map, length, MADV_HUGEPAGE) }
         if prefault && cb_populate_write(map, length) != 0 {
             munmap(map, length)
-            throw BackendError.system("madvise(\(path), MADV_POPULATE_WRITE)")
+            throw HarnessError.system("madvise(\(path), MADV_POPULATE_WRITE)")
         }
         return map
     }

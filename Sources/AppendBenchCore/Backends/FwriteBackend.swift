@@ -24,7 +24,7 @@ final class FwriteBackend: AppendBackend {
         // fdopen of our own descriptor keeps O_CLOEXEC and the flags every backend opens with.
         let fd = try openForAppend(path)
         guard let stream = fdopen(fd, "a") else {
-            let error = BackendError.system("fdopen(\(path))")
+            let error = HarnessError.system("fdopen(\(path))")
             _ = Glibc.close(fd)
             throw error
         }
@@ -34,7 +34,7 @@ final class FwriteBackend: AppendBackend {
         if setvbuf(stream, buffer, _IOFBF, size) != 0 {
             fclose(stream)
             buffer.deallocate()
-            throw BackendError("setvbuf(\(path), \(size))")
+            throw HarnessError("setvbuf(\(path), \(size))")
         }
         self.stream = stream
         self.buffer = buffer
@@ -50,7 +50,7 @@ final class FwriteBackend: AppendBackend {
     func append(_ record: UnsafeRawBufferPointer) throws {
         // A record that does not fit is written directly, so fwrite can fail too.
         if fwrite(record.baseAddress, 1, record.count, stream) != record.count {
-            throw BackendError.system("fwrite(\(path), \(record.count))")
+            throw HarnessError.system("fwrite(\(path), \(record.count))")
         }
         pending += 1
         if pending == batch { try flush() }
@@ -58,7 +58,7 @@ final class FwriteBackend: AppendBackend {
 
     private func flush() throws {
         pending = 0
-        if fflush(stream) != 0 { throw BackendError.system("fflush(\(path))") }
+        if fflush(stream) != 0 { throw HarnessError.system("fflush(\(path))") }
     }
 
     func finish() throws { try flush() }
@@ -72,7 +72,7 @@ final class FwriteBackend: AppendBackend {
         guard isOpen else { return }
         isOpen = false
         let closed = fclose(stream) == 0  // flushes anything left, then closes the descriptor
-        let error = closed ? nil : BackendError.system("fclose(\(path))")
+        let error = closed ? nil : HarnessError.system("fclose(\(path))")
         buffer.deallocate()
         if let error { throw error }
     }

@@ -39,7 +39,7 @@ final class URingBackend: AppendBackend {
         let rc = cb_uring_open(UInt32(max(config.depth, 1)), config.recordSize, &context)
         if rc < 0 {
             _ = Glibc.close(fd)
-            throw BackendError("io_uring_queue_init(\(config.depth))", errno: -rc)
+            throw HarnessError("io_uring_queue_init(\(config.depth))", errno: -rc)
         }
         self.context = context!
     }
@@ -73,7 +73,7 @@ final class URingBackend: AppendBackend {
         try closeChecked(fd, path)
     }
 
-    private func failure(_ result: cb_result) -> BackendError {
-        BackendError(result, path: path, submit: "io_uring_submit", wait: "io_uring_wait_cqe", write: "io_uring write")
+    private func failure(_ result: cb_result) -> HarnessError {
+        HarnessError(result, path: path, submit: "io_uring_submit", wait: "io_uring_wait_cqe", write: "io_uring write")
     }
 }

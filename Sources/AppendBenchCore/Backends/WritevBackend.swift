@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ToolSupport
 
 /// `writev()` on an `O_APPEND` descriptor, `batch` records per call. One `writev` is one
 /// append of all its bytes, so a batch lands whole and records never interleave.
@@ -26,7 +27,7 @@ final class WritevBackend: AppendBackend {
     }
 
     init(config: BackendConfig) throws {
-        if let reason = Self.unsupportedReason(directory: "", config: config) { throw BackendError(reason) }
+        if let reason = Self.unsupportedReason(directory: "", config: config) { throw HarnessError(reason) }
         path = config.path
         recordSize = config.recordSize
         batch = max(config.batch, 1)
@@ -67,8 +68,8 @@ final class WritevBackend: AppendBackend {
         pending = 0
         let expected = count * recordSize
         let n = retryingInterrupts { writev(fd, vectors, Int32(count)) }
-        if n < 0 { throw BackendError.system("writev(\(path), \(count) x \(recordSize) bytes)") }
-        if n != expected { throw BackendError("writev(\(path), \(expected) bytes) wrote \(n) bytes") }
+        if n < 0 { throw HarnessError.system("writev(\(path), \(count) x \(recordSize) bytes)") }
+        if n != expected { throw HarnessError("writev(\(path), \(expected) bytes) wrote \(n) bytes") }
     }
 
     func finish() throws {

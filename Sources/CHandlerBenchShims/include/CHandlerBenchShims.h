@@ -7,8 +7,4 @@
 /// for mmlog-handler-bench only.
 unsigned long long handler_bench_allocations(void);
 
-/// The filesystem magic number (statfs f_type) of the filesystem holding `path`, or -1 with
-/// errno set. The corresponding C function is `statfs`.
-long handler_bench_filesystem_magic(const char *path);
-
 #endif
