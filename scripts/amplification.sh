@@ -14,14 +14,16 @@
 #   --out DIR    where the table goes (default: results/)
 #   --dir PATH   where the backends append (default: a new directory under $TMPDIR or /tmp):
 #                its block device is the one measured
-#   --backends   which backends (default: every one that writes)
+#   --backends   which backends (default: every one that writes, and mmlog as it ran before
+#                adaptive pages); an entry KEY=FLAGS runs backend KEY with those appendbench
+#                flags as its own row, e.g. "mmlog=--no-adaptive-pages"
 # Progress goes to stderr. The device's counter counts every writer of the device, so run it
 # on a quiet machine: anything else writing there inflates the figures.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 out="$ROOT/results"
 dir=""
-backends="mmlog,write,writev,fwrite,direct,aio,uring,cla,cla-async,floor"
+backends="mmlog,mmlog=--no-adaptive-pages --chunk-size 4194304,write,writev,fwrite,direct,aio,uring,cla,cla-async,floor"
 quick=0
 arguments="$*"
 while [ $# -gt 0 ]; do
@@ -96,14 +98,18 @@ for p in "${!phases[@]}"; do
         fi
     fi
     settings+=("$title: dirty_expire_centisecs $(cat $vm/dirty_expire_centisecs), dirty_writeback_centisecs $(cat $vm/dirty_writeback_centisecs), dirty_background_ratio $(cat $vm/dirty_background_ratio)%, dirty_ratio $(cat $vm/dirty_ratio)%${skipped:+ (skipped: $skipped)}")
-    for key in "${keys[@]}"; do
+    for entry in "${keys[@]}"; do
         step=$(( step + 1 ))
         [ -n "$skipped" ] && continue
+        key="${entry%%=*}"
+        flags=()
+        [ "$entry" != "$key" ] && read -ra flags <<<"${entry#*=}"
         elapsed=$(( $(date +%s) - started ))
         left=$(( (total - step + 1) * seconds ))
-        echo "[$step/$total] $title: $key, $ops records of $size B at $rate/s (${elapsed}s so far, ~${left}s of runs left)" >&2
-        "$ROOT/.build/release/appendbench" --procs 1 --ops "$ops" --size "$size" --rate "$rate" --backends "$key" \
-            "${dir_args[@]}" --csv "$work/phase-$p.csv" --quiet "${hold[@]}" > "$work/table.txt" &
+        echo "[$step/$total] $title: $entry, $ops records of $size B at $rate/s (${elapsed}s so far, ~${left}s of runs left)" >&2
+        echo "$step|$p|$entry" >> "$work/labels"
+        "$ROOT/.build/release/appendbench" --procs 1 --ops "$ops" --size "$size" --rate "$rate" --backends "$key" "${flags[@]}" \
+            "${dir_args[@]}" --csv "$work/run-$step.csv" --quiet "${hold[@]}" > "$work/table.txt" &
         child=$!
         if wait "$child"; then status=0; else status=$?; fi
         child=""
@@ -125,11 +131,13 @@ work, md, out_csv, command, date, quick = sys.argv[1:]
 titles = os.environ["PHASE_TITLES"].splitlines()
 settings = os.environ["SETTINGS"].splitlines()
 rows = []
-for p, title in enumerate(titles):
-    path = os.path.join(work, f"phase-{p}.csv")
-    if os.path.exists(path):
-        with open(path, newline="") as handle:
-            rows += [dict(row, phase=title) for row in csv.DictReader(handle)]
+with open(os.path.join(work, "labels")) as handle:
+    for line in handle.read().splitlines():
+        step, p, label = line.split("|", 2)
+        path = os.path.join(work, f"run-{step}.csv")
+        if os.path.exists(path):
+            with open(path, newline="") as run:
+                rows += [dict(row, phase=titles[int(p)], backend=label.replace("=", " ")) for row in csv.DictReader(run)]
 if not rows:
     sys.exit("amplification.sh: no runs to report")
 first = rows[0]

@@ -55,7 +55,7 @@ public final class MMLog: @unchecked Sendable {
         /// keep all). Rotated files are named `<path>.<UTC time>` (see `MMLog.rotate`).
         public var keepRotated: Int?
 
-        public static let defaultChunkSize = 4 << 20  // see the README: scripts/sweep_mmlog.sh
+        public static let defaultChunkSize = 2 << 20  // see the README: adaptive pages, scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
         /// Above this many chunks a handle's mappings would be absurd (4096 x 1 TiB at most).
         public static let maxMaxChunks = 4096
