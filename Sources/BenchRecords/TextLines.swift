@@ -45,6 +45,23 @@ public enum TextLines {
             (perWorker[worker] ?? []) == Array(0..<count)
         }
 
+        /// What is wrong with worker `w`'s lines against exactly 0..<count, in words: missing
+        /// and repeated indices (the first few) and lines out of order ("" when none).
+        public func problems(worker: Int, count: Int) -> String {
+            let seen = perWorker[worker] ?? []
+            var times = [Int](repeating: 0, count: count)
+            var outOfRange = 0
+            for i in seen { if i >= 0 && i < count { times[i] += 1 } else { outOfRange += 1 } }
+            let missing = times.indices.filter { times[$0] == 0 }, repeated = times.indices.filter { times[$0] > 1 }
+            let disorder = zip(seen, seen.dropFirst()).filter { $0.0 >= $0.1 }.count
+            var parts: [String] = []
+            if !missing.isEmpty { parts.append("w\(worker) missing \(missing.count): \(missing.prefix(8))") }
+            if !repeated.isEmpty { parts.append("w\(worker) repeated \(repeated.count): \(repeated.prefix(8))") }
+            if outOfRange > 0 { parts.append("w\(worker): \(outOfRange) index(es) past \(count)") }
+            if disorder > 0 && missing.isEmpty && repeated.isEmpty { parts.append("w\(worker): \(disorder) line(s) out of order") }
+            return parts.joined(separator: "; ")
+        }
+
         /// Whether worker `w` has lines 0..<n for some n <= count, in order, each once (a killed
         /// writer: its line in flight, if any, is a hole, and it wrote nothing after it).
         public func hasPrefix(worker: Int, atMost count: Int) -> Bool {

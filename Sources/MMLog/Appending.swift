@@ -122,6 +122,7 @@ extension MMLog {
             throw error
         }
         if let rotateAt {
+            MMLog.testCrossedHook?()
             // Our record ends this file. The append has succeeded whatever happens now; should
             // this rotation fail, a writer past the size or the next open finishes it.
             _ = try? file.rotate(retiredAt: rotateAt, keep: options.keepRotated)

@@ -38,6 +38,16 @@ extension LogFile {
                 return .voided(idle: min(start, point))
             }
             let size = fileSize.load(ordering: .acquiring)
+            if probe {
+                // Preparing a chunk must never allocate past a rotation size (or past the record
+                // that crossed it): appenders write on the fast path whatever is allocated, and
+                // a record written past the retired end would be cut off with the file.
+                let cap = header.rotateAtBytes.load(ordering: .relaxed)
+                if cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0
+                    || (cap > 0 && (size >= cap || header.crossingEnd.load(ordering: .relaxed) != 0)) {
+                    return .ready
+                }
+            }
             if !probe && cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 && end > header.retiredAt.load(ordering: .acquiring) {
                 // Reserved after the rotation's end was fixed (a size rotation another writer
                 // made while this one waited here): it belongs in the new log.
@@ -85,7 +95,7 @@ extension LogFile {
                 } catch where error.isNoSpace {
                     // Nearly full: try for just this record (to a page boundary) before giving up.
                     let page = UInt64(Sys.pageSize)
-                    let tight = (end + page - 1) / page * page
+                    let tight = min((end + page - 1) / page * page, roomy)  // never past a rotation size either
                     try allocate(from: size, to: tight)
                     target = tight
                 }

@@ -27,6 +27,8 @@ final class LogFile: @unchecked Sendable {
     let recovery: RecoveryReport?
     /// This handle's entry in the metadata's handle table, if it found a free one.
     let handleEntry: Int?
+    /// Whether `open` finished a rotation before it got this file (set once, by `open`).
+    var openedAfterRotation = false
     /// Unique among every file object of this process.
     let id: UInt64
     /// Serialises growing, voiding, recording holes and trimming among this handle's threads

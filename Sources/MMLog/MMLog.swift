@@ -124,6 +124,10 @@ public final class MMLog: @unchecked Sendable {
     /// What opening found and repaired, when this handle was the first to attach after the
     /// log was left unclean (a crash, a power loss, a copied or upgraded metadata file).
     public let recovery: RecoveryReport?
+    /// Whether opening found the log at the path in the middle of a rotation (retired by a
+    /// rotator, or its data file renamed away by logrotate or deleted) and finished it: this
+    /// handle is on the new log that rotation started.
+    public let openedAfterRotation: Bool
 
     /// Unique among every handle this process ever opens: the key of its threads' hot entries.
     let id: UInt64
@@ -164,6 +168,7 @@ public final class MMLog: @unchecked Sendable {
         self.metadataPath = file.metadataPath
         self.options = options
         self.recovery = file.recovery
+        self.openedAfterRotation = file.openedAfterRotation
         self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
         self.ownerPID = getpid()
         self.files = FileList(file)
@@ -299,6 +304,8 @@ public final class MMLog: @unchecked Sendable {
     // MARK: Inspection
 
     /// Bytes reserved so far: the offset the next record will get (absent other writers).
+    package var debugInode: UInt64 { current.header.dataInode }
+
     public var endOffset: Int {
         Int(Cursor.offset(current.cursor.load(ordering: .acquiring)))
     }

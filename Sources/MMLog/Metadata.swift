@@ -117,9 +117,13 @@ import Atomics
 /// Dead writers: a slot's owner holds the slot's lock byte. A reader whose watermark has not
 /// moved for a while probes the lock of each in-flight slot holding it back (F_OFD_GETLK);
 /// when it is free and the slot still shows the same reservation, the owner died in flight:
-/// an exact slot's [start, end) is a hole (zeros, or a torn record) that readers skip, and a
-/// slot still at step 1 died before it copied anything (its range is zeros and unknown). The
-/// next writer to claim the slot records the hole in the hole table and resets the slot.
+/// an exact slot's [start, end) is a hole (zeros, or a torn record) that readers skip. A
+/// slot still at step 1 died before it copied anything: if its fetch-add happened, its range
+/// is all zeros, at or above the slot's bound, with committed records all around it below the
+/// watermark that passes it; so it is the first zero run past the bound, found by reading
+/// the data (`unknownExtentHole`, as Aeron's unblocker finds a dead publisher's gap). The
+/// next writer to claim the slot (or a recovery) records the hole in the hole table and
+/// resets the slot.
 ///
 /// Writers beyond the allocated end: the watermark never passes `fileSize`, and nothing is
 /// written above it. When the disk is full, a grower that cannot allocate *voids* every

@@ -25,8 +25,11 @@ extension LogFile {
     /// file was renamed away (logrotate) or deleted, the opener finishes that rotation (see
     /// `Rotation.swift`) and opens again: it gets the new log at the path.
     static func open(path: String, options: MMLog.Options, mode: OpenMode = .append) throws(MMLogError) -> LogFile {
-        for _ in 0..<100 {
-            if let file = try openOnce(path: path, options: options, mode: mode) { return file }
+        for attempt in 0..<100 {
+            if let file = try openOnce(path: path, options: options, mode: mode) {
+                file.openedAfterRotation = attempt > 0
+                return file
+            }
         }
         throw MMLogError(kind: .dataFileInUse, operation: "MMLog(\(path))",
                          detail: "the log kept being rotated while it was opened (100 attempts)")

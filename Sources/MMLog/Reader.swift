@@ -209,13 +209,27 @@ public final class MMLogReader {
         let count = header.holeCount.load(ordering: .acquiring)
         if let cache = holeCache, cache.count == count, cache.dead == deadSlots { return cache.holes }
         var holes = header.recordedHoles()
+        var unpublished: [DeadSlot] = []
         for dead in deadSlots {
             if let hole = header.deadHole(state: dead.state, end: header.slotEnd(dead.slot).load(ordering: .relaxed)) {
                 holes.append(hole)
+            } else {
+                unpublished.append(dead)
+            }
+        }
+        // Writers that died before publishing their range: found in the data (see
+        // `unknownExtentHole`); not cached until found, as the watermark may yet reach it.
+        var settled = true
+        for dead in unpublished {
+            let known = mergeRanges(holes)
+            if let hole = header.unknownExtentHole(state: dead.state, dataFD: dataFD, limit: watermarkSeen, known: known) {
+                holes.append(hole)
+            } else if Cursor.offset(dead.state) < watermarkSeen {
+                settled = false
             }
         }
         holes = mergeRanges(holes)
-        holeCache = (count, deadSlots, holes)
+        if settled { holeCache = (count, deadSlots, holes) }
         return holes
     }
 

@@ -105,12 +105,20 @@ enum Recovery {
         if try finishInterruptedTrim(meta, dataFD: dataFD, path: path) {
             report.found.append("a trim was interrupted (its process died): finished it")
         }
-        // Writers that died in flight (we are alone: every slot's owner is gone).
-        for i in meta.activeSlots {
+        // Writers that died in flight (we are alone: every slot's owner is gone). Published
+        // ranges first; then those that died before publishing theirs, found in the data.
+        let inFlight = meta.activeSlots.filter { meta.slotState($0).load(ordering: .acquiring) & Slot.inFlight != 0 }
+        for i in inFlight {
+            if let hole = meta.deadHole(state: meta.slotState(i).load(ordering: .acquiring), end: meta.slotEnd(i).load(ordering: .relaxed)) {
+                meta.recordHole(hole.lowerBound, hole.upperBound)
+                report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
+            }
+        }
+        let everything = min(Cursor.offset(meta.cursor.load(ordering: .relaxed)), meta.fileSize.load(ordering: .relaxed))
+        for i in inFlight {
             let state = meta.slotState(i).load(ordering: .acquiring)
-            guard state & Slot.inFlight != 0 else { continue }
             report.deadWriters += 1
-            if let hole = meta.deadHole(state: state, end: meta.slotEnd(i).load(ordering: .relaxed)) {
+            if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles()) {
                 meta.recordHole(hole.lowerBound, hole.upperBound)
                 report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
             }

@@ -67,7 +67,12 @@ extension LogFile {
     /// where a void took part of it; nil when the slot never recorded its range (it died
     /// between its fetch-add and step 3, before copying anything: zeros of unknown extent).
     func deadHole(slot i: Int, state: UInt64) -> Range<UInt64>? {
-        header.deadHole(state: state, end: header.slotEnd(i).load(ordering: .relaxed))
+        if let hole = header.deadHole(state: state, end: header.slotEnd(i).load(ordering: .relaxed)) { return hole }
+        // Its range was never published: find it in the data, below the watermark that
+        // passes this slot (every other range below it is committed).
+        let dead = DeadSlot(slot: i, state: state, claims: header.slotClaims(i).load(ordering: .relaxed))
+        let limit = header.watermark(excluding: [dead]).offset
+        return header.unknownExtentHole(state: state, dataFD: dataFD, limit: limit, known: header.recordedHoles())
     }
 
     /// Returns a slot to the handle's pool (its thread exited). The slot stays owned.
@@ -104,6 +109,47 @@ extension Metadata {
             if end > point { return start < point ? start..<point : nil }
         }
         return start..<end
+    }
+
+    /// The hole of a writer that died between its fetch-add and publishing its range (in
+    /// flight, not exact): its reservation lies at or above the slot's bound and nothing was
+    /// copied into it, so it is the first run of zero bytes at or after the bound that is not
+    /// already a hole: found by scanning the data, as Aeron's term unblocker finds a dead
+    /// publisher's gap. Known only when that run ends below `limit`, below which everything is
+    /// committed (nil otherwise: ask again when the watermark has moved), and at most a record
+    /// long. Nil too when no zero byte lies between the bound and the limit (the writer died
+    /// before its fetch-add: no hole). A binary log whose record holds zero bytes right there
+    /// would lose them to the hole; a text log never holds any.
+    func unknownExtentHole(state: UInt64, dataFD: Int32, limit: UInt64, known: [Range<UInt64>]) -> Range<UInt64>? {
+        guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight else { return nil }
+        var position = Cursor.offset(state)
+        guard position < limit else { return nil }
+        let block = 1 << 16
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: block, alignment: 64)
+        defer { buffer.deallocate() }
+        var runStart: UInt64?
+        while position < limit {
+            if let hole = known.first(where: { $0.contains(position) }) {
+                if runStart != nil { return runStart!..<position }  // the run ends at a known hole
+                position = hole.upperBound
+                continue
+            }
+            let nextHole = known.first(where: { $0.lowerBound > position })?.lowerBound ?? UInt64.max
+            let count = Int(min(UInt64(block), limit - position, nextHole - position))
+            guard let n = try? Sys.preadFully(dataFD, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), Int(position), ""),
+                  n == count else { return nil }
+            for k in 0..<count {
+                let zero = buffer[k] == 0
+                if runStart == nil && zero { runStart = position + UInt64(k) }
+                if let start = runStart, !zero {
+                    let end = position + UInt64(k)
+                    return end - start <= UInt64(MetadataLayout.maxRecordSize) ? start..<end : nil
+                }
+            }
+            position += UInt64(count)
+            if let start = runStart, position - start > UInt64(MetadataLayout.maxRecordSize) { return nil }
+        }
+        return nil  // no zero byte yet, or the run reaches the limit: not known yet
     }
 
     /// Computes the committed watermark: min(cursor, allocated size, the begin of every

@@ -36,6 +36,8 @@ struct Writer: ParsableCommand {
     @Option(help: "Call sync() after every this many records (0: never).") var syncEvery = 0
     @Option(help: "After this many records, reserve one more and exit without writing it, as a writer killed mid-append.")
     var abandonAfter: Int?
+    @Flag(help: "With --abandon-after: die right after the fetch-add, before the range is published in the writer's slot.")
+    var abandonUnpublished = false
     @Flag(help: "Go on after a failed append (as MMLogHandler does: drop the record); print 'appended N failed F' at the end.")
     var keepGoing = false
     @Option(help: "With --keep-going: after this many failures, print 'paused' and wait until --resume-file exists.")
@@ -102,7 +104,7 @@ struct Writer: ParsableCommand {
             })
         }
         if abandonAfter != nil {
-            _ = try? log.reserveAndAbandonForTesting(size)
+            _ = try? log.reserveAndAbandonForTesting(size, publish: !abandonUnpublished)
             _exit(0)
         }
         if forkTest { try forkThenAppend(log, failures) }
@@ -127,6 +129,7 @@ struct Writer: ParsableCommand {
         let count = abandonAfter.map { min($0, ops) } ?? ops
         let started = monotonicNanoseconds()
         var appended = 0, failed = 0, firstFailure: String?
+        let trace = getenv("MMLOG_TRACE") != nil
         defer {
             if keepGoing { printOut("appended \(appended) failed \(failed)") }
         }
@@ -144,6 +147,7 @@ struct Writer: ParsableCommand {
             do {
                 let offset = try log.append(UnsafeRawBufferPointer(record))
                 appended += 1
+                if trace { printOut("T w\(worker) r\(i) @\(offset) ino \(log.debugInode)") }
                 if let rotateEvery, (i + 1) % rotateEvery == 0 { try log.rotate() }
                 if syncEvery > 0 && (i + 1) % syncEvery == 0 {
                     let before = checkSyncs ? log.flushSequenceForTesting : (started: 0, done: 0)

@@ -31,6 +31,10 @@ struct Rotate: ParsableCommand {
         let rotated = try tool { () throws(MMLogError) -> Bool in
             let log = try MMLog(path: path, options: .init(prefault: .none, hugePages: false, prefetch: false, keepRotated: keep))
             defer { try? log.close() }
+            // logrotate renamed PATH already (or another rotator was at work): opening
+            // finished that rotation; rotating again would only split off the records that
+            // writers appended to the new log in between.
+            if log.openedAfterRotation { return true }
             return try log.rotate()
         }
         Output.print(rotated ? "\(path): rotated" : "\(path): nothing to rotate (the log is empty, or was just rotated)")

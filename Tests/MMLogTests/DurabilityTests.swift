@@ -39,7 +39,7 @@ final class DurabilityTests: XCTestCase {
         XCTAssertGreaterThan(status.flushes, 0)
         XCTAssertEqual(status.durable, status.cursor, "after the last sync everything is durable")
         let check = TextLines.check(readBytes(path), size: 64)
-        for w in 0..<12 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        for w in 0..<12 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
     }
 
     func testAFlusherKilledInsideAFlushWedgesNoOne() throws {
@@ -63,7 +63,7 @@ final class DurabilityTests: XCTestCase {
         for (i, status) in statuses.enumerated() { XCTAssertTrue(status.succeeded, "writer \(i + 1): \(status)") }
         XCTAssertLessThan(took, 20, "no one waited on the dead flusher")
         let check = TextLines.check(try MMLogReader(path: path).read(from: 0, maxBytes: 1 << 24).bytes, size: 64)
-        for w in 1..<7 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        for w in 1..<7 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
     }
 
     func testSyncWithNothingNewReturnsWithoutAFlush() throws {

@@ -54,7 +54,7 @@ final class PipelineTests: XCTestCase {
         XCTAssertTrue(waitFor({ shippedLines().count >= 4 * ops }, seconds: 20), "shipped \(shippedLines().count) lines")
         let check = TextLines.check(readBytes(shipped), size: size)
         XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
-        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
 
         // One more line, appended by a process that stays open: it is shipped at once, not
         // held in a buffer until more arrive.

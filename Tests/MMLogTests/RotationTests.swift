@@ -62,7 +62,7 @@ final class RotationTests: XCTestCase {
         let (check, sizes) = try union(path, size: size)
         print("\(sizes.count) files: \(sizes.values.sorted())")
         XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
-        for w in 0..<6 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        for w in 0..<6 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
         XCTAssertGreaterThanOrEqual(sizes.count, 6 * ops * size / limit)
         for (file, bytes) in sizes { XCTAssertLessThanOrEqual(bytes, limit + size, "\(file): within the size plus one record") }
         XCTAssertEqual(logFiles(path).filter { fileSize($0 + ".mmlog") != nil }, [path], "rotated files are finished: no metadata left")
@@ -93,10 +93,66 @@ final class RotationTests: XCTestCase {
         print("\(sizes.count) files after 4 outside rotations and a killed rotator; \(check)")
         XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
         XCTAssertTrue(check.hasPrefix(worker: 0, atMost: 1_000_000), "the killed writer: \(check)")
-        for w in 1..<6 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        for w in 1..<6 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
         XCTAssertGreaterThanOrEqual(sizes.count, 5)
         XCTAssertEqual(logFiles(path).filter { fileSize($0 + ".mmlog") != nil }, [path],
                        "every rotated file was finished, the killed rotator's too")
+    }
+
+    /// logrotate renamed the data file; the next open (`mmlog rotate` in postrotate) finishes
+    /// that rotation and says so, so that the tool does not rotate a second time the records
+    /// writers appended to the new log in between (seen in CI: a stray PATH.<time> file).
+    func testAnOpenThatFinishesLogrotatesRenameSaysSo() throws {
+        let path = scratch.file("renamed.log")
+        let writer = try MMLog(path: path)
+        try writer.append("before\n")
+        XCTAssertFalse(writer.openedAfterRotation)
+        XCTAssertEqual(Glibc.rename(path, path + ".1"), 0)
+        let opener = try MMLog(path: path)
+        XCTAssertTrue(opener.openedAfterRotation, "it found the data file renamed and retired the log")
+        try writer.append("after\n")  // moves to the new log
+        let again = try MMLog(path: path)
+        XCTAssertFalse(again.openedAfterRotation)
+        for log in [writer, opener, again] { try log.close() }
+        XCTAssertEqual(logFiles(path), [path + ".1", path])
+        XCTAssertEqual(readText(path + ".1"), "before\n")
+        XCTAssertEqual(readText(path), "after\n")
+    }
+
+    /// The record that crosses the rotation size ends the file; a handle opened in the moment
+    /// before its writer rotates must not allocate past it (its fast path would write there,
+    /// and the rotation cut that record off: seen as a lost first record of a new writer).
+    func testAHandleOpenedJustAfterTheCrossingRecordLosesNothing() throws {
+        let path = scratch.file("crossing.log")
+        let options = MMLog.Options(chunkSize: 65536, rotateAtBytes: 1000)
+        let first = try MMLog(path: path, options: options)
+        var record = [UInt8](repeating: 0, count: 137)
+        func line(_ worker: Int, _ index: Int) -> [UInt8] {
+            record.withUnsafeMutableBytes { TextLines.encode(worker: worker, index: index, into: $0) }
+            return record
+        }
+        for i in 0..<7 { try first.append(line(0, i)) }  // 959 bytes: the 8th crosses 1000
+        final class Box: @unchecked Sendable { var log: MMLog?; var error: Error? }
+        let late = Box()
+        MMLog.testCrossedHook = {
+            MMLog.testCrossedHook = nil
+            do {
+                late.log = try MMLog(path: path, options: options)
+                var r = [UInt8](repeating: 0, count: 137)
+                r.withUnsafeMutableBytes { TextLines.encode(worker: 1, index: 0, into: $0) }
+                try late.log!.append(r)
+            } catch { late.error = error }
+        }
+        defer { MMLog.testCrossedHook = nil }
+        try first.append(line(0, 7))
+        XCTAssertNil(late.error)
+        try first.append(line(0, 8))
+        try late.log?.close()
+        try first.close()
+        let (check, sizes) = try union(path, size: 137)
+        XCTAssertTrue(check.hasExactly(worker: 0, count: 9), "\(check.problems(worker: 0, count: 9)); \(check)")
+        XCTAssertTrue(check.hasExactly(worker: 1, count: 1), "the late handle's record: \(check); \(sizes)")
+        XCTAssertEqual(sizes[logFiles(path).first!], 1096, "the rotated file ends with the crossing record")
     }
 
     func testKeepRotatedRemovesTheOldestAndNamesSortByTime() throws {
@@ -139,7 +195,7 @@ final class RotationTests: XCTestCase {
         check = TextLines.check(readBytes(out), size: size)
         XCTAssertGreaterThan(logFiles(path).count, 4, "the log rotated several times")
         XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
-        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "tail -F, worker \(w): \(check)") }
+        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "tail -F, worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
     }
 
     /// The README's logrotate configuration: logrotate renames the file, `mmlog rotate` in its
@@ -176,7 +232,7 @@ final class RotationTests: XCTestCase {
         print("after 3 logrotate runs: \(files.map { $0.split(separator: "/").last! }); \(check)")
         XCTAssertTrue(files.contains(path + ".3"), "\(files)")
         XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
-        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check)") }
+        for w in 0..<4 { XCTAssertTrue(check.hasExactly(worker: w, count: ops), "worker \(w): \(check.problems(worker: w, count: ops)); \(check)") }
         XCTAssertEqual(files.filter { fileSize($0 + ".mmlog") != nil }, [path], "rotated files finished: metadata gone")
     }
 }
