@@ -12,8 +12,10 @@
 #   --quick      3 s and 2 s per backend, into OUT/amplification-quick.md/.csv (a check that
 #                it works, not a measurement)
 #   --out DIR    where the table goes (default: results/)
-#   --dir PATH   where the backends append (default: a new directory under $TMPDIR or /tmp):
-#                its block device is the one measured
+#   --dir PATH   where the backends append: its block device is the one measured. Default:
+#                as root, a new 1 GiB ext4 filesystem on a loop device, mounted for the run
+#                and removed after it, so that the counter sees this run's writes only;
+#                otherwise a new directory under $TMPDIR or /tmp (its device is shared)
 #   --backends   which backends (default: every one that writes, and mmlog as it ran before
 #                adaptive pages); an entry KEY=FLAGS runs backend KEY with those appendbench
 #                flags as its own row, e.g. "mmlog=--no-adaptive-pages"
@@ -66,15 +68,32 @@ stop_child() {
         child=""
     fi
 }
+loop_mount=""
+loop_device=""
 cleanup() {
     stop_child
     restore_expire
+    if [ -n "$loop_mount" ]; then
+        umount "$loop_mount" 2>/dev/null || umount -l "$loop_mount" 2>/dev/null || true
+        rmdir "$loop_mount" 2>/dev/null || true
+    fi
+    [ -n "$loop_device" ] && losetup -d "$loop_device" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT    # the EXIT trap restores
 trap 'exit 143' TERM
 
+if [ -z "$dir" ] && [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null; then
+    # A filesystem of our own: the loop device's counter sees nothing but this run.
+    truncate -s 1G "$work/fs.img"
+    mkfs.ext4 -q -F "$work/fs.img"
+    loop_device=$(losetup --find --show "$work/fs.img")
+    loop_mount=$(mktemp -d "${TMPDIR:-/tmp}/amplification-mnt-XXXXXX")
+    mount "$loop_device" "$loop_mount"
+    dir="$loop_mount"
+    echo "appending on a new ext4 filesystem on $loop_device, mounted at $loop_mount (removed at the end)" >&2
+fi
 dir_args=()
 [ -n "$dir" ] && dir_args=(--dir "$dir")
 IFS=, read -ra keys <<<"$backends"
@@ -124,7 +143,7 @@ for p in "${!phases[@]}"; do
 done
 
 command_line="scripts/amplification.sh${arguments:+ $arguments}"
-PHASE_TITLES="$(printf '%s\n' "${phases[@]}" | cut -d'|' -f1)" SETTINGS="$(printf '%s\n' "${settings[@]}")" \
+OWN_FS="$([ -n "$loop_device" ] && echo 1 || echo 0)" PHASE_TITLES="$(printf '%s\n' "${phases[@]}" | cut -d'|' -f1)" SETTINGS="$(printf '%s\n' "${settings[@]}")" \
 python3 - "$work" "$md" "$csv" "$command_line" "$(date -u +%Y-%m-%dT%H:%MZ)" "$quick" <<'PY'
 import csv, os, sys
 work, md, out_csv, command, date, quick = sys.argv[1:]
@@ -167,8 +186,10 @@ lines = ["# Write amplification of steady logging" + (" (--quick: a check, not a
          f" (block device {first['device']}).", "",
          "One process appends 100-byte records at a fixed rate (`appendbench --procs 1 --size 100 --rate N`); each cell is the "
          "bytes the block device wrote during the run (its sectors-written counter between a syncfs before the run and one "
-         "after) over the bytes appended, then (device bytes / appended bytes). Anything else writing to the device meanwhile "
-         "counts too.", "",
+         "after) over the bytes appended, then (device bytes / appended bytes). "
+         + ("The output is a new ext4 filesystem on a loop device of its own (1 GiB image, default mkfs.ext4 options), so the "
+            "counter sees this run's writes only: data, metadata files, the journal." if os.environ.get("OWN_FS") == "1" else
+            "Anything else writing to the device meanwhile counts too."), "",
          "Writeback settings per phase:", ""] + [f"- {line}" for line in settings] + [""]
 lines.append("| backend | " + " | ".join(titles) + " |")
 lines.append("|---|" + "---|" * len(titles))

@@ -99,6 +99,7 @@ extension MMLog {
             let rotationSize = file.header.rotateAtBytes.load(ordering: .relaxed)
             if end > file.fileSize.load(ordering: .acquiring) || (rotationSize != 0 && end > rotationSize)
                 || file.cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 {
+                MMLog.testBeforeGrowHook?()
                 switch try file.grow(start: start, end: end, gen: gen, idle: &idle) {
                 case .ready: break
                 case .readyThenRotate(let boundary): rotateAt = .some(boundary)

@@ -109,7 +109,15 @@ extension LogFile {
                     // left below the end. (Only ours: another straddler may die at any moment,
                     // and a reader that then passes it as dead has passed the allocated end.)
                     let point = min(start, size)
-                    header.voidReservations(above: point)
+                    let ours = Set(pool.withLock { $0.owned })
+                    let voided = header.voidReservations(above: point) { i in
+                        ours.contains(i) || ((try? Sys.lockHeld(metadataFD, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")) ?? true)
+                    }
+                    if !voided {
+                        // Not given back now (see `voidReservations`): ours stays reserved and is
+                        // never written, so it is a hole (clipped if a later void gives it back).
+                        header.recordHole(start, end)
+                    }
                     idle = min(start, point)
                 }
                 throw error
@@ -165,24 +173,52 @@ extension Metadata {
     /// allocated size), and every writer that holds one finds out under the grow lock, which
     /// the caller holds (or the caller is alone). Holes recorded above `point` are clipped.
     ///
-    /// It does not void while a writer slot holds a reservation of the generation it would
-    /// create (one that has waited through 2^14 voids): the generations would then be
-    /// ambiguous. The reservations above `point` then stay until the next void.
-    func voidReservations(above point: UInt64) {
+    /// It does not void (and returns false) while a writer slot holds a reservation of the
+    /// generation it would create (one that has waited through 2^14 voids: the generations
+    /// would then be ambiguous), or a reservation whose void point it would overwrite in the
+    /// ring of `voidPointCount` (one that has waited through that many voids, e.g. a thread
+    /// descheduled while another fails again and again on a full disk) and whose owner is
+    /// alive (`alive(slot)`). The reservations above `point` then stay until a later void; the
+    /// caller records its own as a hole. A dead owner's reservation is settled instead: its
+    /// hole recorded while its void point is still known, its slot left idle.
+    @discardableResult
+    func voidReservations(above point: UInt64, alive: (Int) -> Bool = { _ in false }) -> Bool {
         // `point` is the allocated size, or the start of the one reservation that straddles it
         // (then every completed reservation still ends at or below it).
         var word = cursor.load(ordering: .acquiring)
         while Cursor.offset(word) > point {
             let gen = (Cursor.gen(word) &+ 1) & (Cursor.genMask >> Cursor.genShift)
-            if slotHoldsReservation(ofGeneration: gen) { return }
+            if slotHoldsReservation(ofGeneration: gen) { return false }
+            if !settleReservations(losingTheirVoidPointTo: gen, alive: alive) { return false }
             voidPoint(gen).store(point, ordering: .releasing)  // before the CAS that publishes gen
             recordClip(at: point)
             let (done, seen) = cursor.compareExchange(
                 expected: word, desired: Cursor.make(offset: point, gen: gen, flags: word & Cursor.flagMask),
                 ordering: .acquiringAndReleasing)
-            if done { return }
+            if done { return true }
             word = seen
         }
+        return true
+    }
+
+    /// Creating generation `gen` reuses the ring entry of the void point that a reservation
+    /// more than `voidPointCount` generations old still needs (`voidedAt`). False when such a
+    /// reservation's owner is alive; a dead owner's is recorded as a hole now and its slot
+    /// left idle. The caller holds the grow lock (or is alone).
+    private func settleReservations(losingTheirVoidPointTo gen: UInt64, alive: (Int) -> Bool) -> Bool {
+        let mask = Cursor.genMask >> Cursor.genShift
+        for i in activeSlots {
+            let state = slotState(i).load(ordering: .acquiring)
+            guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact,
+                  (gen &- Cursor.gen(state)) & mask > UInt64(MetadataLayout.voidPointCount) else { continue }
+            if alive(i) { return false }
+            if let hole = deadHole(state: state, end: slotEnd(i).load(ordering: .relaxed)) {
+                recordHole(hole.lowerBound, hole.upperBound)
+            }
+            slotState(i).store(min(Cursor.offset(cursor.load(ordering: .acquiring)), fileSize.load(ordering: .acquiring)),
+                               ordering: .releasing)
+        }
+        return true
     }
 
     private func slotHoldsReservation(ofGeneration gen: UInt64) -> Bool {

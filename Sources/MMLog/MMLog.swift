@@ -304,8 +304,6 @@ public final class MMLog: @unchecked Sendable {
     // MARK: Inspection
 
     /// Bytes reserved so far: the offset the next record will get (absent other writers).
-    package var debugInode: UInt64 { current.header.dataInode }
-
     public var endOffset: Int {
         Int(Cursor.offset(current.cursor.load(ordering: .acquiring)))
     }

@@ -6,6 +6,10 @@ extension MMLog {
     /// rotation size, after writing it and before it rotates the file.
     nonisolated(unsafe) package static var testCrossedHook: (@Sendable () -> Void)?
 
+    /// For tests (package access): called by a writer whose reservation passes the allocated
+    /// end, before it takes the grow lock.
+    nonisolated(unsafe) package static var testBeforeGrowHook: (@Sendable () -> Void)?
+
     /// For tests of dead writers (package access only): reserves `count` bytes exactly as an
     /// append does, through step 3 of the protocol (the exact range is published), and
     /// returns its offset without copying anything, leaving the calling thread's slot in

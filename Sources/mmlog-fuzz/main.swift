@@ -104,6 +104,20 @@ func corrupt(_ header: [UInt8], _ random: inout SplitMix64) -> ([UInt8], String)
     }
 }
 
+/// The files named `<path>.*` beside `path`, but metadata.
+func rotatedFiles(besides path: String) -> [String] {
+    let slash = path.lastIndex(of: "/")!
+    let directory = String(path[..<slash]), base = String(path[path.index(after: slash)...])
+    guard let dir = opendir(directory) else { return [] }
+    defer { closedir(dir) }
+    var found: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name.hasPrefix(base + "."), !name.hasSuffix(".mmlog") { found.append(directory + "/" + name) }
+    }
+    return found
+}
+
 /// Runs `cases` corruptions of a log in `directory`; true when none crashed, damaged the
 /// data or gave an error that does not name the file.
 func fuzz(directory: String, cases: Int, seed: UInt64) -> Bool {
@@ -166,10 +180,20 @@ func fuzz(directory: String, cases: Int, seed: UInt64) -> Bool {
             printOut("CRASH case \(n) (\(what)): signal \(status & 0x7f)")
             continue
         }
-        let after = readFile(path)
+        // A corrupted header may hold a rotation (the retired bit, a small rotateAtBytes): the
+        // data then moves, whole, to a rotated file beside the path. That keeps it; the
+        // rotated files are removed before the next case.
+        let rotated = rotatedFiles(besides: path)
+        defer { for file in rotated { unlink(file); unlink(file + ".mmlog") } }
+        var after = readFile(path)
+        if after.count < data.count, let moved = rotated.map(readFile).first(where: { $0.count >= data.count && Array($0[0..<data.count]) == data }) {
+            after = moved
+            outcomes["(rotated, data intact)", default: 0] += 1
+        }
         if after.count < data.count || Array(after[0..<data.count]) != data {
             damaged += 1
-            printOut("DAMAGE case \(n) (\(what)): data file changed below its old end (\(text))")
+            let first = zip(after, data).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(after.count, data.count)
+            printOut("DAMAGE case \(n) (\(what)): data file changed below its old end (\(text)): first change at \(first), \(data.count) -> \(after.count) bytes")
         }
         if text == "opened" {
             outcomes["opened", default: 0] += 1

@@ -129,7 +129,6 @@ struct Writer: ParsableCommand {
         let count = abandonAfter.map { min($0, ops) } ?? ops
         let started = monotonicNanoseconds()
         var appended = 0, failed = 0, firstFailure: String?
-        let trace = getenv("MMLOG_TRACE") != nil
         defer {
             if keepGoing { printOut("appended \(appended) failed \(failed)") }
         }
@@ -147,7 +146,6 @@ struct Writer: ParsableCommand {
             do {
                 let offset = try log.append(UnsafeRawBufferPointer(record))
                 appended += 1
-                if trace { printOut("T w\(worker) r\(i) @\(offset) ino \(log.debugInode)") }
                 if let rotateEvery, (i + 1) % rotateEvery == 0 { try log.rotate() }
                 if syncEvery > 0 && (i + 1) % syncEvery == 0 {
                     let before = checkSyncs ? log.flushSequenceForTesting : (started: 0, done: 0)

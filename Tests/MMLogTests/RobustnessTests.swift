@@ -33,7 +33,7 @@ final class RobustnessTests: XCTestCase {
         let cases = environmentCount("MMLOG_FUZZ_CASES", default: 2000)
         let seed = self.seed
         let result = TestSupport.run(product("mmlog-fuzz"), ["--dir", scratch.path, "--cases", "\(cases)", "--seed", "\(seed)"])
-        print(result.stdout.split(separator: "\n").last ?? "")
+        print(result.stdout.split(separator: "\n").last.map(String.init) ?? "")
         XCTAssertEqual(result.status.code, 0, "seed \(seed):\n\(result.stdout)\(result.stderr)")
         XCTAssertTrue(result.stdout.contains("crashes 0, data damaged 0, unclear errors 0"), result.stdout)
     }
