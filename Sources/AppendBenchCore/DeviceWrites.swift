@@ -12,9 +12,10 @@ import ToolSupport
 ///
 /// Found through `stat`'s st_dev: /sys/dev/block/MAJOR:MINOR is the device, or the partition,
 /// the filesystem sits on, and its `stat` file's seventh field counts sectors written, in
-/// 512-byte units whatever the device's sector size. Filesystems without one block device
-/// (tmpfs, overlayfs, btrfs's anonymous device numbers, NFS) have none: major 0, or no such
-/// entry. Then device bytes are "n/a".
+/// 512-byte units whatever the device's sector size. btrfs gives its files an anonymous
+/// device number (major 0): then the source of the mount holding the directory, in
+/// /proc/self/mountinfo, names the block device (the first one, for a filesystem on several). Filesystems without a block device
+/// (tmpfs, overlayfs, NFS) have none, and device bytes are "n/a".
 public struct BlockDevice: Sendable, Equatable {
     /// The kernel's name for it (vda, nvme0n1p2, dm-0).
     public var name: String
@@ -28,11 +29,38 @@ public struct BlockDevice: Sendable, Equatable {
 
     /// The block device holding `directory`'s filesystem, or nil when there is none.
     public static func holding(_ directory: String) -> BlockDevice? {
-        guard let (major, minor) = deviceNumbers(of: directory), major != 0 else { return nil }
+        guard let (major, minor) = deviceNumbers(of: directory) else { return nil }
+        if major != 0 { return numbered(major, minor) }
+        guard let source = mountSource(of: directory), source.hasPrefix("/dev/"),
+              let (sourceMajor, sourceMinor) = deviceNumbers(of: source, special: true), sourceMajor != 0
+        else { return nil }
+        return numbered(sourceMajor, sourceMinor)
+    }
+
+    private static func numbered(_ major: UInt32, _ minor: UInt32) -> BlockDevice? {
         let entry = "/sys/dev/block/\(major):\(minor)"
-        let statPath = entry + "/stat"
-        let device = BlockDevice(name: deviceName(entry) ?? "\(major):\(minor)", statPath: statPath)
+        let device = BlockDevice(name: deviceName(entry) ?? "\(major):\(minor)", statPath: entry + "/stat")
         return device.bytesWritten() == nil ? nil : device
+    }
+
+    /// The source of the mount holding `directory`: the mount point in /proc/self/mountinfo
+    /// (`ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE ...`) that is the
+    /// longest prefix of its real path. (Not by MAJ:MIN: a btrfs subvolume's files carry
+    /// another anonymous number than its mount's.)
+    private static func mountSource(of directory: String) -> String? {
+        guard let resolved = realpath(directory, nil) else { return nil }
+        let path = String(cString: resolved)
+        free(resolved)
+        guard let text = readSmallFile("/proc/self/mountinfo") else { return nil }
+        var best: (point: String, source: String)?
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
+            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+            let inside = point == "/" || path == point || path.hasPrefix(point + "/")
+            if inside && point.count >= (best?.point.count ?? -1) { best = (point, String(fields[dash + 2])) }
+        }
+        return best?.source
     }
 
     /// Bytes written to the device since boot (sectors written x 512), or nil when unreadable.

@@ -159,10 +159,11 @@ func settleFilesystem(_ directory: String) {
 }
 
 /// The device (major, minor) holding `path`'s filesystem, from `stat`'s st_dev.
-func deviceNumbers(of path: String) -> (major: UInt32, minor: UInt32)? {
+func deviceNumbers(of path: String, special: Bool = false) -> (major: UInt32, minor: UInt32)? {
     var st = stat()
     guard stat(path, &st) == 0 else { return nil }
-    let dev = UInt64(st.st_dev)
+    // `special`: the device a block special file (/dev/loop0) stands for, not the one it is on.
+    let dev = special ? UInt64(st.st_rdev) : UInt64(st.st_dev)
     // glibc's gnu_dev_major / gnu_dev_minor, which Swift cannot import (they are macros).
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
     let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))

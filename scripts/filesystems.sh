@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# MMLog on other filesystems: for each of ext4, XFS and btrfs, a new 4 GiB filesystem on a
+# loop device (as root; mkfs.xfs and mkfs.btrfs from Debian's xfsprogs and btrfs-progs), and
+# on it: the burst ratios (4 processes, 128 B and 4095 B, mmlog against write(), median of
+# --runs), durable appends (--fsync-every 1, 128 B, 1 and 4 processes), and the write
+# amplification of steady logging (scripts/amplification.sh --dir on the mount, mmlog and
+# write). Every mount and loop device is removed on exit, INT and TERM. Writes
+# results/filesystems.md (fixed name) with the command lines, date and kernel.
+#   scripts/filesystems.sh [--runs 5] [--fs "ext4 xfs btrfs"] [--no-amplification] [--out DIR]
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+runs=5
+filesystems="ext4 xfs btrfs"
+amplification=1
+out="$ROOT/results"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs="$2"; shift 2 ;;
+        --fs) filesystems="$2"; shift 2 ;;
+        --no-amplification) amplification=0; shift ;;
+        --out) out="$2"; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "filesystems.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
+    esac
+done
+if [ "$(id -u)" -ne 0 ]; then echo "filesystems.sh: needs root (loop devices and mounts)" >&2; exit 1; fi
+prepare_measurement "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/filesystems-XXXXXX")
+mnt=""
+dev=""
+cleanup() {
+    if [ -n "$mnt" ]; then umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; fi
+    if [ -n "$dev" ]; then losetup -d "$dev" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+md="$out/filesystems.md"
+{
+    echo "# MMLog on ext4, XFS and btrfs"
+    echo
+    echo "Date: $(date -u +%Y-%m-%dT%H:%MZ). Kernel $(uname -r), $(nproc) cores. Each filesystem is new, made with its" \
+         "mkfs's defaults on a 4 GiB loop device (image in ${TMPDIR:-/tmp}). Burst and durable tables: one invocation" \
+         "each, median of $runs runs (durable: 3), mmlog / write() from the same invocation."
+} > "$md"
+for fs in $filesystems; do
+    command -v "mkfs.$fs" >/dev/null || { echo "filesystems.sh: mkfs.$fs missing (apt-get install xfsprogs btrfs-progs)" >&2; echo -e "\n## $fs\n\nnot measured: mkfs.$fs is not installed" >> "$md"; continue; }
+    truncate -s 4G "$work/$fs.img"
+    case "$fs" in
+        ext4) mkfs.ext4 -q -F "$work/$fs.img" ;;
+        xfs) mkfs.xfs -q -f "$work/$fs.img" ;;
+        btrfs) mkfs.btrfs -q -f "$work/$fs.img" >/dev/null ;;
+    esac
+    dev=$(losetup --find --show "$work/$fs.img")
+    mnt="$work/$fs"
+    mkdir -p "$mnt"
+    mount "$dev" "$mnt"
+    echo "$fs on $dev at $mnt" >&2
+    { echo; echo "## $fs"; } >> "$md"
+    for spec in "128|100000|" "4095|10000|" "128|2000|--fsync-every 1" ; do
+        IFS='|' read -r size ops extra <<<"$spec"
+        read -ra extra_args <<<"$extra"
+        procs_list="4"
+        [ -n "$extra" ] && procs_list="1 4"
+        for procs in $procs_list; do
+            r=$runs
+            [ -n "$extra" ] && r=3
+            cmd="appendbench --procs $procs --ops $ops --size $size --backends mmlog,write${extra:+ $extra} --runs $r --dir <mount>${hold[*]:+ ${hold[*]}}"
+            echo "  $cmd" >&2
+            {
+                echo; echo '```'; echo "$cmd"; echo '```'; echo
+                "$ROOT/scripts/appendbench" --procs "$procs" --ops "$ops" --size "$size" --backends mmlog,write "${extra_args[@]}" \
+                    --runs "$r" --dir "$mnt" --quiet "${hold[@]}" || echo "(a backend failed: see above)"
+            } >> "$md"
+        done
+    done
+    if [ "$amplification" -eq 1 ]; then
+        echo "  scripts/amplification.sh --dir <mount> --backends mmlog,write" >&2
+        "$ROOT/scripts/amplification.sh" --dir "$mnt" --backends mmlog,write --out "$work/amp-$fs" 2>/dev/null
+        { echo; echo "Write amplification (\`scripts/amplification.sh --dir <mount> --backends mmlog,write\`):"; echo
+          grep -E "^\|" "$work/amp-$fs/amplification.md"; } >> "$md"
+    fi
+    umount "$mnt"; mnt=""
+    losetup -d "$dev"; dev=""
+    rm -f "$work/$fs.img"
+done
+echo "wrote $md" >&2
