@@ -248,7 +248,11 @@ public final class MMLog: @unchecked Sendable {
         let end = start &+ UInt64(truncatingIfNeeded: count)
         Metadata.slotWord(slot, Slot.endOffset).store(end, ordering: .relaxed)
         state.store((word & (Cursor.offsetMask | Cursor.genMask)) | Slot.inFlight | Slot.exact, ordering: .releasing)
-        if end > allocated || count >= MMLog.pwriteThreshold { return Self.reserved }
+        // And after it: a trim (this handle's, alone) may have cut the file between the first
+        // load and the fetch-add; the trim stores the cut size before it unseals the cursor,
+        // which the fetch-add acquired. A trim after this load cuts at or above our end.
+        let allocatedNow = sharedWord(hot.pointee.file_size).load(ordering: .acquiring)
+        if end > allocated || end > allocatedNow || count >= MMLog.pwriteThreshold { return Self.reserved }
         if copyThroughMappings(hot, bytes, at: Int(truncatingIfNeeded: start)) {
             state.store(end, ordering: .releasing)  // pairs with readers' acquiring slot loads
             return Int(truncatingIfNeeded: start)

@@ -134,7 +134,12 @@ import Atomics
 /// load `fileSize` before their fetch-add, so a reservation that passed that value goes through
 /// the grow lock, where it compares its generation: a voided reservation is made again (the
 /// part of one that straddled the void point, if any, is recorded as a hole). So failed
-/// appends never accumulate in the file.
+/// appends never accumulate in the file. They load it again after the fetch-add and copy only
+/// below both values: a trim makes `fileSize` smaller (it cuts at the cursor), and a value
+/// loaded before a trim would let a reservation made after it write past the new end of file,
+/// into the page cache of a page the next growth zeroes (a record lost: 1 run in ~3 of the
+/// trim-racing test). The trim stores the new size before it unseals the cursor, which the
+/// fetch-add acquires; a trim after the second load cuts at or above the reservation's end.
 ///
 /// The next append's slot bound is always at or below the cursor, which makes the proof above
 /// hold across gives-back, voids and trims (a trim cuts at the cursor, above every completed

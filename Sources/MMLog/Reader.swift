@@ -30,6 +30,9 @@ public final class MMLogReader {
     /// Since when (CLOCK_MONOTONIC ns) the watermark has been held below the cursor at one value.
     private var heldSince: (offset: UInt64, nanos: UInt64)?
     private var holeCache: (count: UInt64, dead: Set<DeadSlot>, holes: [Range<UInt64>])?
+    /// For each dead slot whose range was never published: where its scan for the zero run
+    /// goes on (everything below was looked at; see `unknownExtentHole`).
+    private var scanResumesAt: [DeadSlot: UInt64] = [:]
 
     /// How long (ns) the watermark may sit still behind an in-flight slot before the reader
     /// checks whether that slot's owner is alive (one F_OFD_GETLK per such slot). A reader
@@ -222,12 +225,15 @@ public final class MMLogReader {
         var settled = true
         for dead in unpublished {
             let known = mergeRanges(holes)
-            if let hole = header.unknownExtentHole(state: dead.state, dataFD: dataFD, limit: watermarkSeen, known: known) {
+            var resume = scanResumesAt[dead] ?? 0
+            if let hole = header.unknownExtentHole(state: dead.state, dataFD: dataFD, limit: watermarkSeen, known: known, resume: &resume) {
                 holes.append(hole)
-            } else if Cursor.offset(dead.state) < watermarkSeen {
-                settled = false
+            } else if resume != UInt64.max {
+                settled = false  // not found below the watermark yet: look again, from `resume`, as it moves
             }
+            scanResumesAt[dead] = resume
         }
+        scanResumesAt = scanResumesAt.filter { deadSlots.contains($0.key) }
         holes = mergeRanges(holes)
         if settled { holeCache = (count, deadSlots, holes) }
         return holes

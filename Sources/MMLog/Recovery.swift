@@ -118,7 +118,8 @@ enum Recovery {
         for i in inFlight {
             let state = meta.slotState(i).load(ordering: .acquiring)
             report.deadWriters += 1
-            if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles()) {
+            var resume: UInt64 = 0
+            if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles(), resume: &resume) {
                 meta.recordHole(hole.lowerBound, hole.upperBound)
                 report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
             }

@@ -72,7 +72,8 @@ extension LogFile {
         // passes this slot (every other range below it is committed).
         let dead = DeadSlot(slot: i, state: state, claims: header.slotClaims(i).load(ordering: .relaxed))
         let limit = header.watermark(excluding: [dead]).offset
-        return header.unknownExtentHole(state: state, dataFD: dataFD, limit: limit, known: header.recordedHoles())
+        var resume: UInt64 = 0
+        return header.unknownExtentHole(state: state, dataFD: dataFD, limit: limit, known: header.recordedHoles(), resume: &resume)
     }
 
     /// Returns a slot to the handle's pool (its thread exited). The slot stays owned.
@@ -120,17 +121,32 @@ extension Metadata {
     /// long. Nil too when no zero byte lies between the bound and the limit (the writer died
     /// before its fetch-add: no hole). A binary log whose record holds zero bytes right there
     /// would lose them to the hole; a text log never holds any.
-    func unknownExtentHole(state: UInt64, dataFD: Int32, limit: UInt64, known: [Range<UInt64>]) -> Range<UInt64>? {
+    ///
+    /// `resume`: where an earlier scan of the same slot stopped (see `scanResumesAt`), so that a
+    /// reader following the log does not read the same bytes again at every call.
+    func unknownExtentHole(state: UInt64, dataFD: Int32, limit: UInt64, known: [Range<UInt64>],
+                           resume: inout UInt64) -> Range<UInt64>? {
         guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight else { return nil }
-        var position = Cursor.offset(state)
+        var position = max(Cursor.offset(state), resume)
         guard position < limit else { return nil }
         let block = 1 << 16
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: block, alignment: 64)
         defer { buffer.deallocate() }
         var runStart: UInt64?
+        // The first zero run decides: found (resume at its start, so a later scan finds it
+        // again), longer than a record (no hole: never scan again), or reaching the limit
+        // (resume at its start); no zero byte below the limit: resume there.
+        func decide(_ start: UInt64, _ end: UInt64) -> Range<UInt64>? {
+            if end - start <= UInt64(MetadataLayout.maxRecordSize) {
+                resume = start
+                return start..<end
+            }
+            resume = UInt64.max
+            return nil
+        }
         while position < limit {
             if let hole = known.first(where: { $0.contains(position) }) {
-                if runStart != nil { return runStart!..<position }  // the run ends at a known hole
+                if let start = runStart { return decide(start, position) }  // the run ends at a known hole
                 position = hole.upperBound
                 continue
             }
@@ -141,14 +157,12 @@ extension Metadata {
             for k in 0..<count {
                 let zero = buffer[k] == 0
                 if runStart == nil && zero { runStart = position + UInt64(k) }
-                if let start = runStart, !zero {
-                    let end = position + UInt64(k)
-                    return end - start <= UInt64(MetadataLayout.maxRecordSize) ? start..<end : nil
-                }
+                if let start = runStart, !zero { return decide(start, position + UInt64(k)) }
             }
             position += UInt64(count)
-            if let start = runStart, position - start > UInt64(MetadataLayout.maxRecordSize) { return nil }
+            if let start = runStart, position - start > UInt64(MetadataLayout.maxRecordSize) { return decide(start, position) }
         }
+        resume = runStart ?? limit
         return nil  // no zero byte yet, or the run reaches the limit: not known yet
     }
 
