@@ -126,6 +126,8 @@ public enum Benchmark {
         let temporary = options.directory == nil
         let directory = try options.directory.map { dir -> String in try makeDirectories(dir); return dir }
             ?? makeTemporaryDirectory("appendbench")
+        // Also when a check below refuses the run: a directory made for it goes with it.
+        defer { if temporary && !options.keep { rmdir(directory) } }
         var facts = MachineFacts.probe(directory: directory)
         if options.holdPageReporting { facts.pageReporting = PageReporting.hold() }
         defer { if facts.pageReporting == .held { PageReporting.release() } }
@@ -160,7 +162,6 @@ public enum Benchmark {
                 removeOutput(Backends.named(key)!, outputPath(directory, key))
             }
         }
-        if temporary && !options.keep { rmdir(directory) }
         return BenchmarkReport(options: options, facts: facts, date: started, directory: directory, results: results,
                                warmedPoolBytes: pool)
     }

@@ -412,10 +412,25 @@ final class CommandLineTests: XCTestCase {
     }
 
     func testAnOutputThatCannotFitIsRefusedBeforeRunning() {
+        let leftBefore = temporaryOutputDirectories()
         let result = appendbench(["--procs", "4", "--ops", "100000000000", "--size", "1000000", "--backends", "write,null"])
         XCTAssertNotEqual(result.status.code, 0)
         XCTAssertTrue(result.stderr.contains("the output needs 400000000000000000 bytes"), result.stderr)
         XCTAssertTrue(result.stdout.isEmpty)
+        XCTAssertEqual(temporaryOutputDirectories().subtracting(leftBefore), [], "the refused run left its directory behind")
+    }
+
+    /// The harness's own temporary output directories (`appendbench-XXXXXX` in $TMPDIR or /tmp).
+    func temporaryOutputDirectories() -> Set<String> {
+        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        guard let dir = opendir(base) else { return [] }
+        defer { closedir(dir) }
+        var found: Set<String> = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("appendbench-"), name.count == "appendbench-".count + 6 { found.insert(name) }
+        }
+        return found
     }
 
     func filesystemIsTmpfs(_ path: String) -> Bool {

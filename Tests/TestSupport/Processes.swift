@@ -162,6 +162,8 @@ public func nowNanoseconds(_ clock: clockid_t = CLOCK_REALTIME) -> UInt64 {
 public final class Watched {
     public let children: [Child]
     public private(set) var statuses: [Int: ExitStatus] = [:]
+    /// What each reaped child wrote to stderr.
+    public private(set) var stderrs: [Int: String] = [:]
     /// CLOCK_MONOTONIC time the last child was seen ended.
     public private(set) var lastExit: UInt64 = 0
 
@@ -174,6 +176,8 @@ public final class Watched {
             var raw: Int32 = 0
             if waitpid(child.pid, &raw, WNOHANG) == child.pid {
                 statuses[i] = raw & 0x7f == 0 ? ExitStatus(code: (raw >> 8) & 0xff, signal: nil) : ExitStatus(code: nil, signal: raw & 0x7f)
+                stderrs[i] = readText(child.stderrPath)
+                unlink(child.stderrPath)  // reaped here, so never through `Child.wait()`
                 lastExit = nowNanoseconds(CLOCK_MONOTONIC)
             }
         }
