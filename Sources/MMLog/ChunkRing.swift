@@ -59,20 +59,9 @@ final class ChunkRing: @unchecked Sendable {
         UnsafeAtomic(at: words + slot * Self.slotStride)
     }
 
-    /// Pins chunk `k` and returns its mapping, or nil when this slot maps another chunk.
-    /// Every non-nil result must be followed by `unpin(k)`.
-    @inline(__always)
-    func pin(_ k: Int) -> UnsafeMutableRawPointer? {
-        Self.pin(words, bases, UInt64(slotMask), k)
-    }
-
-    /// Releases a pin. Releasing: the copy into the chunk happens before a remap can see 0 pins.
-    @inline(__always)
-    func unpin(_ k: Int) {
-        Self.unpin(words, UInt64(slotMask), k)
-    }
-
-    /// `pin` on a ring known only by its arrays (the fast path's `mmlog_hot_t`).
+    /// Pins chunk `k` (on a ring known by its arrays: the fast path's `mmlog_hot_t`) and returns
+    /// its mapping, or nil when this slot maps another chunk. Every non-nil result must be
+    /// followed by `unpin`.
     @inline(__always)
     static func pin(_ words: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>,
                     _ bases: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ mask: UInt64, _ k: Int) -> UnsafeMutableRawPointer? {

@@ -147,9 +147,8 @@ extension LogFile {
 
     /// Waits (sleeping) until no slot this handle owns in this file is in flight.
     private func quiesce() throws(MMLogError) {
-        let owned = pool.withLock { $0.owned }
         var pause = 1_000
-        while owned.contains(where: { header.slotState($0).load(ordering: .acquiring) & Slot.inFlight != 0 }) {
+        while !quiescent {
             Sys.sleep(nanoseconds: pause)
             pause = min(pause * 2, 1_000_000)
         }

@@ -99,7 +99,6 @@ extension LogFile {
                     try allocate(from: size, to: tight)
                     target = tight
                 }
-                noteGrowth()
                 fileSize.store(target, ordering: .releasing)  // pairs with appenders' acquiring loads
                 if let rotateAfter { return .readyThenRotate(at: rotateAfter) }
                 return .ready
@@ -109,10 +108,8 @@ extension LogFile {
                     // left below the end. (Only ours: another straddler may die at any moment,
                     // and a reader that then passes it as dead has passed the allocated end.)
                     let point = min(start, size)
-                    let ours = Set(pool.withLock { $0.owned })
-                    let voided = header.voidReservations(above: point) { i in
-                        ours.contains(i) || ((try? Sys.lockHeld(metadataFD, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")) ?? true)
-                    }
+                    let ours = ownedSlots
+                    let voided = header.voidReservations(above: point) { slotOwnerAlive($0, ours: ours) }
                     if !voided {
                         // Not given back now (see `voidReservations`): ours stays reserved and is
                         // never written, so it is a hole (clipped if a later void gives it back).
@@ -154,16 +151,6 @@ extension LogFile {
                 try Sys.ftruncate(dataFD, Int(target), path)
             }
         }
-    }
-
-    /// Records when the file grew (a hint for `PageStrategy`: how fast chunks fill).
-    private func noteGrowth() {
-        let now = Sys.monotonicNanoseconds()
-        let previous = header.growNanos.exchange(now, ordering: .relaxed)
-        if previous != 0 && now > previous {
-            header.growInterval.store(now - previous, ordering: .relaxed)
-        }
-        header.syncsAtGrow.store(header.syncCalls.load(ordering: .relaxed), ordering: .relaxed)
     }
 }
 

@@ -28,9 +28,7 @@ import Atomics
 ///    104   16 bootID         /proc/sys/kernel/random/boot_id } open
 ///    120    4 recoveries     count of recoveries run (for stat)        plain, under the init lock
 ///    128    8 fileSize       grower (grow lock), trimmer, recovery     releasing store / acquiring load
-///    136    8 growNanos      grower: CLOCK_MONOTONIC of the last grow  relaxed (a hint)
-///    144    8 growInterval   grower: ns between the last two grows     relaxed (a hint)
-///    152    8 syncsAtGrow    grower: `syncCalls` at the last grow      relaxed (a hint)
+///    136   24 (reserved: zero; once grow hints, read by nothing)
 ///    192    8 cursor         every append: fetch-add (see `Cursor`)    acquiring-and-releasing RMW;
 ///                                                                      every other change an RMW too
 ///    256    8 durable        flusher: all below it is on the device    releasing store / acquiring load
@@ -167,9 +165,6 @@ package enum MetadataLayout {
     package static let bootIDOffset = 104
     package static let recoveriesOffset = 120
     package static let fileSizeOffset = 128
-    package static let growNanosOffset = 136
-    package static let growIntervalOffset = 144
-    package static let syncsAtGrowOffset = 152
     package static let cursorOffset = 192
     package static let durableOffset = 256
     package static let flushStartedOffset = 264
@@ -230,10 +225,8 @@ package enum MetadataLayout {
 /// see it, since a trim runs only when no other handle is attached). Appends add record
 /// sizes (below 2^32) to offsets below 2^47, so the offset never carries into the generation.
 package enum Cursor {
-    package static let offsetBits: UInt64 = 48
     package static let offsetMask: UInt64 = (1 << 48) - 1
     package static let genShift: UInt64 = 48
-    package static let genBits: UInt64 = 14
     package static let genMask: UInt64 = 0x3FFF << 48
     package static let retiredBit: UInt64 = 1 << 62
     package static let sealBit: UInt64 = 1 << 63
@@ -292,8 +285,7 @@ struct Metadata {
     /// how much is mapped (a version 1 header maps only page 0).
     static func bind(_ base: UnsafeMutableRawPointer, length: Int) -> Metadata {
         typealias L = MetadataLayout
-        var words = [L.stateOffset, L.trimCursorOffset, L.cleanOffset, L.fileSizeOffset, L.growNanosOffset,
-                     L.growIntervalOffset, L.syncsAtGrowOffset, L.cursorOffset, L.durableOffset,
+        var words = [L.stateOffset, L.trimCursorOffset, L.cleanOffset, L.fileSizeOffset, L.cursorOffset, L.durableOffset,
                      L.flushStartedOffset, L.flushesOffset, L.syncCallsOffset, L.holeCountOffset,
                      L.holesDroppedOffset, L.holeReachOffset, L.slotHighWaterOffset, L.retiredAtOffset,
                      L.rotationsOffset, L.rotateAtBytesOffset, L.crossingEndOffset]
@@ -321,9 +313,6 @@ struct Metadata {
     var cursor: UnsafeAtomic<UInt64> { atomic(MetadataLayout.cursorOffset) }
     var clean: UnsafeAtomic<UInt64> { atomic(MetadataLayout.cleanOffset) }
     var trimCursor: UnsafeAtomic<UInt64> { atomic(MetadataLayout.trimCursorOffset) }
-    var growNanos: UnsafeAtomic<UInt64> { atomic(MetadataLayout.growNanosOffset) }
-    var growInterval: UnsafeAtomic<UInt64> { atomic(MetadataLayout.growIntervalOffset) }
-    var syncsAtGrow: UnsafeAtomic<UInt64> { atomic(MetadataLayout.syncsAtGrowOffset) }
     var durable: UnsafeAtomic<UInt64> { atomic(MetadataLayout.durableOffset) }
     var flushStarted: UnsafeAtomic<UInt64> { atomic(MetadataLayout.flushStartedOffset) }
     var flushDone: UnsafeAtomic<UInt32> { atomic32(MetadataLayout.flushDoneOffset) }

@@ -84,6 +84,4 @@ extension LogFile {
         }
     }
 
-    /// The mode the last mapped chunk got (for tests and `mmlog stat`); nil before any.
-    var lastPageMode: PageMode? { pageSample.withLock { $0.mode } }
 }

@@ -148,7 +148,7 @@ public final class MMLogReader {
         let header = metadata.header
         if header.version == MetadataLayout.version1 {
             // No writer table: the cursor is final only once no one is attached.
-            if try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, against: F_WRLCK, "\(metadataPath) attach") {
+            if try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, "\(metadataPath) attach") {
                 throw MMLogError(kind: .incompatibleMetadata, operation: "MMLogReader(\(path))",
                                  detail: "\(metadataPath) is format version 1, written by an older MMLog that is still attached; its readers cannot tell written bytes from reserved ones")
             }
@@ -303,7 +303,7 @@ public final class MMLogReader {
     /// Whether every handle has detached (nothing more will be appended until one opens it).
     public func writersAttached() throws(MMLogError) -> Bool {
         guard let metadata else { return false }
-        return try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, against: F_WRLCK, "\(metadataPath) attach")
+        return try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, "\(metadataPath) attach")
     }
 
     /// Whether a rotation retired this log (its data file was renamed and a new log started

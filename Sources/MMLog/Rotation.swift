@@ -109,7 +109,7 @@ extension LogFile {
         try rotateLock.withLock { (_: inout Void) throws(MMLogError) -> Bool in
             _ = try Sys.lockByte(metadataFD, MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "\(metadataPath) rotate")
             defer { Sys.unlockByte(metadataFD, MetadataLayout.rotateLockByte) }
-            let retiredNow = Rotation.retire(header, path: path, at: boundary)
+            let retiredNow = Rotation.retire(header, as: Rotation.uniqueName(for: path), at: boundary)
             if retiredNow { MMLog.testRotateHook?() }
             try Rotation.completeRenames(header, metadataFD: metadataFD, path: path, waitForRotator: false)
             if retiredNow {
@@ -126,11 +126,11 @@ extension LogFile {
     func sizeBoundary(_ size: UInt64) -> UInt64? {
         let crossing = try? withGrowLock { () throws(MMLogError) -> UInt64 in header.crossingEnd.load(ordering: .relaxed) }
         if let crossing, crossing != 0 { return crossing }
-        let ours = Set(pool.withLock { $0.owned })
+        let ours = ownedSlots
         for i in header.activeSlots {
             let state = header.slotState(i).load(ordering: .acquiring)
             guard state & Slot.inFlight != 0 else { continue }
-            let alive = ours.contains(i) || (try? Sys.lockHeld(metadataFD, MetadataLayout.slotLockBase + i, "slot")) ?? true
+            let alive = slotOwnerAlive(i, ours: ours)
             if state & Slot.exact != 0 {
                 let start = Cursor.offset(state), end = header.slotEnd(i).load(ordering: .relaxed)
                 if start < size && size < end { return alive ? nil : end }
@@ -143,18 +143,18 @@ extension LogFile {
 
     /// Whether no thread of this handle has an append in flight in this file.
     var quiescent: Bool {
-        let owned = pool.withLock { $0.owned }
-        return !owned.contains { header.slotState($0).load(ordering: .acquiring) & Slot.inFlight != 0 }
+        !ownedSlots.contains { header.slotState($0).load(ordering: .acquiring) & Slot.inFlight != 0 }
     }
 }
 
 enum Rotation {
     /// Step 1: stores the retired name and end, then sets the retired bit. Returns whether
     /// this call retired the log. The caller holds the rotate lock.
-    static func retire(_ meta: Metadata, path: String, at boundary: UInt64?) -> Bool {
+    /// `name`: the retired name (evaluated only when this call retires the log).
+    static func retire(_ meta: Metadata, as name: @autoclosure () -> String, at boundary: UInt64?) -> Bool {
         var word = meta.cursor.load(ordering: .acquiring)
         guard word & Cursor.retiredBit == 0 else { return false }
-        meta.retiredName = uniqueName(for: path)
+        meta.retiredName = name()
         while true {
             meta.retiredAt.store(boundary ?? Cursor.offset(word), ordering: .releasing)
             let (done, seen) = meta.cursor.compareExchange(expected: word, desired: word | Cursor.retiredBit, ordering: .acquiringAndReleasing)
@@ -210,17 +210,7 @@ enum Rotation {
         let metadataPath = path + ".mmlog"
         _ = try Sys.lockByte(metadataFD, MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "\(metadataPath) rotate")
         defer { Sys.unlockByte(metadataFD, MetadataLayout.rotateLockByte) }
-        if meta.cursor.load(ordering: .acquiring) & Cursor.retiredBit == 0 {
-            meta.retiredName = renamedTo ?? uniqueName(for: path)
-            var word = meta.cursor.load(ordering: .acquiring)
-            while true {
-                meta.retiredAt.store(Cursor.offset(word), ordering: .releasing)
-                let (done, seen) = meta.cursor.compareExchange(expected: word, desired: word | Cursor.retiredBit, ordering: .acquiringAndReleasing)
-                if done { break }
-                word = seen
-            }
-            meta.rotations.wrappingIncrement(ordering: .relaxed)
-        }
+        _ = retire(meta, as: renamedTo ?? uniqueName(for: path), at: nil)
         let ownMetadata = try Sys.identity(metadataFD, metadataPath)
         guard Sys.identity(atPath: metadataPath) == ownMetadata else { return }
         if let renamedTo {
@@ -262,7 +252,7 @@ enum Rotation {
     static func findRenamed(_ identity: FileIdentity, besides path: String) -> String? {
         let (directory, base) = split(path)
         for name in entries(of: directory) where name.hasPrefix(base + ".") && !name.hasSuffix(".mmlog") {
-            let candidate = directory + "/" + name
+            let candidate = sibling(of: path, named: name)
             if Sys.identity(atPath: candidate) == identity { return candidate }
         }
         return nil
@@ -274,7 +264,7 @@ enum Rotation {
         if Sys.identity(atPath: path + ".mmlog") == identity { return path + ".mmlog" }
         let (directory, base) = split(path)
         for name in entries(of: directory) where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
-            let candidate = directory + "/" + name
+            let candidate = sibling(of: path, named: name)
             if Sys.identity(atPath: candidate) == identity { return candidate }
         }
         return nil
@@ -309,7 +299,7 @@ enum Rotation {
             guard let stamp = parts.first, stamp.count == 16, stamp.dropLast().allSatisfy({ $0.isNumber || $0 == "T" }), stamp.last == "Z"
             else { continue }
             let sequence = parts.count == 2 ? Int(parts[1]) ?? 1 : 1
-            found.append((String(stamp), sequence, directory + "/" + name))
+            found.append((String(stamp), sequence, sibling(of: path, named: name)))
         }
         return found.sorted { ($0.stamp, $0.sequence) < ($1.stamp, $1.sequence) }.map(\.path)
     }
@@ -329,7 +319,7 @@ enum Rotation {
     static func finishIdleRotatedFiles(besides path: String, options: MMLog.Options, except: String) {
         let (directory, base) = split(path)
         for name in entries(of: directory) where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
-            let data = directory + "/" + String(name.dropLast(6))
+            let data = sibling(of: path, named: String(name.dropLast(6)))
             if data == except || data == path { continue }
             finishRetired(path: data, options: options)
         }
@@ -349,6 +339,13 @@ enum Rotation {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
         let directory = String(path[..<slash])
         return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
+
+    /// The path of `name` in `path`'s directory, spelled as `path` spells it (a bare relative
+    /// `app.log` gives `app.log.1`, not `./app.log.1`: rotated names must start with `path + "."`).
+    static func sibling(of path: String, named name: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return name }
+        return String(path[...slash]) + name
     }
 
     static func entries(of directory: String) -> [String] {

@@ -85,7 +85,7 @@ public struct MMLogStatus: Sendable, Codable {
         cursor = Int(Cursor.offset(word))
         allocated = Int(header.fileSize.load(ordering: .acquiring))
         sealed = word & Cursor.sealBit != 0
-        writersAttached = try Sys.lockHeld(fd, MetadataLayout.attachLockByte, against: F_WRLCK, "\(metadataPath) attach")
+        writersAttached = try Sys.lockHeld(fd, MetadataLayout.attachLockByte, "\(metadataPath) attach")
         guard header.version == MetadataLayout.version else {
             durable = 0; generation = 0; retired = false; retiredAt = nil; lastCloseClean = !writersAttached
             handles = []; writers = []; liveWriters = 0; deadWriters = 0; holesDropped = 0; recoveries = 0

@@ -168,10 +168,10 @@ enum Sys {
         _ = mmlog_ofd_lock(fd, off_t(byte), 1, Int16(F_UNLCK), 0)
     }
 
-    /// Whether another open file description holds a lock on one byte of `fd` (any lock when
-    /// `exclusive` is false: a shared or an exclusive one). Works on a read-only descriptor.
-    static func lockHeld(_ fd: Int32, _ byte: Int, against type: Int32 = F_WRLCK, _ what: String) throws(MMLogError) -> Bool {
-        let held = try valueOrErrno("fcntl(F_OFD_GETLK, \(what))") { mmlog_ofd_held(fd, off_t(byte), Int16(type)) }
+    /// Whether another open file description holds any lock (shared or exclusive) on one byte
+    /// of `fd`. Works on a read-only descriptor.
+    static func lockHeld(_ fd: Int32, _ byte: Int, _ what: String) throws(MMLogError) -> Bool {
+        let held = try valueOrErrno("fcntl(F_OFD_GETLK, \(what))") { mmlog_ofd_held(fd, off_t(byte), Int16(F_WRLCK)) }
         return held == 1
     }
 

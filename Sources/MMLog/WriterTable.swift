@@ -25,7 +25,7 @@ extension LogFile {
     /// the shared table. Nil when every slot is taken.
     func claimSlot() throws(MMLogError) -> Int? {
         if let reused = pool.withLock({ $0.free.popLast() }) { return reused }
-        let owned = Set(pool.withLock { $0.owned })
+        let owned = ownedSlots
         let count = Self.overflowSlot
         let start = Int(UInt32(bitPattern: mmlog_gettid())) % count
         for step in 0..<count {
@@ -74,6 +74,16 @@ extension LogFile {
         let limit = header.watermark(excluding: [dead]).offset
         var resume: UInt64 = 0
         return header.unknownExtentHole(state: state, dataFD: dataFD, limit: limit, known: header.recordedHoles(), resume: &resume)
+    }
+
+    /// The slots this handle owns (their locks are ours: F_OFD_GETLK on our own descriptor
+    /// cannot see them held).
+    var ownedSlots: Set<Int> { Set(pool.withLock { $0.owned }) }
+
+    /// Whether slot `i`'s owner is alive: one of `ours`, or its lock byte is held (an error
+    /// probing counts as alive: never take a live writer's reservation for a dead one's).
+    func slotOwnerAlive(_ i: Int, ours: Set<Int>) -> Bool {
+        ours.contains(i) || ((try? Sys.lockHeld(metadataFD, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")) ?? true)
     }
 
     /// Returns a slot to the handle's pool (its thread exited). The slot stays owned.
@@ -186,7 +196,7 @@ extension Metadata {
         }
         for blocker in blockers { offset = min(offset, Cursor.offset(blocker.state)) }
         let size = fileSize.load(ordering: .acquiring)
-        return Watermark(offset: min(offset, size), cursor: word, fileSize: size, blockers: blockers)
+        return Watermark(offset: min(offset, size), cursor: word, blockers: blockers)
     }
 }
 
@@ -200,7 +210,6 @@ struct Watermark {
 
     var offset: UInt64
     var cursor: UInt64
-    var fileSize: UInt64
     /// In-flight slots below the cursor and allocated size.
     var blockers: [Blocker]
 }

@@ -119,6 +119,24 @@ final class RotationTests: XCTestCase {
         XCTAssertEqual(readText(path), "after\n")
     }
 
+    /// The same with a bare relative path (`app.log` in the working directory): the renamed
+    /// file is found as `app.log.1`, not `./app.log.1`, which no rotated name may be.
+    func testLogrotatesRenameIsAdoptedForABareRelativePath() throws {
+        let previous = getcwd(nil, 0)!
+        defer { chdir(previous); free(previous) }
+        XCTAssertEqual(chdir(scratch.path), 0)
+        let writer = try MMLog(path: "bare.log")
+        try writer.append("before\n")
+        XCTAssertEqual(Glibc.rename("bare.log", "bare.log.1"), 0)
+        let opener = try MMLog(path: "bare.log")
+        XCTAssertTrue(opener.openedAfterRotation)
+        try writer.append("after\n")  // moves to the new log
+        for log in [writer, opener] { try log.close() }
+        XCTAssertEqual(readText("bare.log.1"), "before\n")
+        XCTAssertEqual(readText("bare.log"), "after\n")
+        XCTAssertNil(fileSize("bare.log.1.mmlog"), "the rotated file was finished")
+    }
+
     /// The record that crosses the rotation size ends the file; a handle opened in the moment
     /// before its writer rotates must not allocate past it (its fast path would write there,
     /// and the rotation cut that record off: seen as a lost first record of a new writer).
