@@ -49,11 +49,10 @@ extension MMLog {
     /// A trim in this handle sealed the cursor: wait (sleeping, not spinning) until it
     /// unseals, then reserve again.
     private func waitWhileSealed(_ file: LogFile) throws(MMLogError) {
-        var pause = 1_000
-        while file.cursor.load(ordering: .acquiring) & Cursor.sealBit != 0 && !file.fenced.load(ordering: .acquiring) {
+        try Sys.backOff(first: 1_000, cap: 1_000_000) { () throws(MMLogError) -> Bool in
+            guard file.cursor.load(ordering: .acquiring) & Cursor.sealBit != 0 && !file.fenced.load(ordering: .acquiring) else { return false }
             try checkUsable("append")
-            Sys.sleep(nanoseconds: pause)
-            pause = min(pause * 2, 1_000_000)
+            return true
         }
     }
 
@@ -71,15 +70,14 @@ extension MMLog {
     /// end of the record that straddles the size (waiting, sleeping, for that record's writer
     /// to get there, unless it died), and move on; the caller makes it again in the new log.
     private func rotateBySize(_ file: LogFile, size: UInt64) throws(MMLogError) {
-        var pause = 100_000
-        while file.cursor.load(ordering: .acquiring) & Cursor.retiredBit == 0 {
+        try Sys.backOff(first: 100_000, cap: 10_000_000) { () throws(MMLogError) -> Bool in
+            guard file.cursor.load(ordering: .acquiring) & Cursor.retiredBit == 0 else { return false }
             if let boundary = file.sizeBoundary(size) {
                 _ = try file.rotate(retiredAt: boundary, keep: options.keepRotated)
-                break
+                return false
             }
             try checkUsable("append")
-            Sys.sleep(nanoseconds: pause)
-            pause = min(pause * 2, 10_000_000)
+            return true
         }
         _ = try moveOn(from: file)
     }
@@ -145,17 +143,9 @@ extension MMLog {
             var entry = mmlog_hot_t()
             fill(&entry, file: file, slot: LogFile.overflowSlot)
             return try withUnsafeMutablePointer(to: &entry) { (hot) throws(MMLogError) -> Int? in
-                let state = Metadata.slotWord(UnsafeMutableRawPointer(hot.pointee.slot!), Slot.stateOffset)
-                let previous = state.load(ordering: .acquiring)
-                if previous & Slot.inFlight != 0 {
-                    // Its last user died in flight: record that hole before reusing the slot.
-                    try file.withGrowLock { () throws(MMLogError) in
-                        if let hole = file.deadHole(slot: LogFile.overflowSlot, state: previous) {
-                            file.header.recordHole(hole.lowerBound, hole.upperBound)
-                        }
-                    }
-                    state.store(min(Cursor.offset(file.cursor.load(ordering: .acquiring)), file.fileSize.load(ordering: .acquiring)),
-                                ordering: .releasing)
+                // Its last user may have died in flight: record that hole before reusing the slot.
+                if try file.recordDeadOwnersHole(slot: LogFile.overflowSlot) {
+                    file.header.slotState(LogFile.overflowSlot).store(file.header.idleBound, ordering: .releasing)
                 }
                 while true {
                     let result = reserveAndCopy(hot, bytes)

@@ -109,20 +109,14 @@ extension LogFile {
         try quiesce()
         fenced.store(true, ordering: .sequentiallyConsistent)
         stopPrefetcher()
-        var pause = 1_000
-        while slowPaths.load(ordering: .sequentiallyConsistent) != 0 {
-            Sys.sleep(nanoseconds: pause)
-            pause = min(pause * 2, 1_000_000)
-        }
+        try Sys.backOff(first: 1_000, cap: 1_000_000) { slowPaths.load(ordering: .sequentiallyConsistent) != 0 }
         ring.close()
         if let entry = handleEntry {
             header.handleEntry(entry).storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
         }
         var trimError: MMLogError?
         let retired = cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0
-        // This handle's records in a retired file reach the device before it leaves: a later
-        // sync() covers only the current file.
-        if retired { try? Sys.fdatasync(dataFD, path) }
+        var finished = false
         // Drop our shared lock, then try for the exclusive one: of several handles closing at
         // once, at least the last to try succeeds, so the file always ends trimmed.
         Sys.unlockByte(metadataFD, MetadataLayout.attachLockByte)
@@ -131,12 +125,16 @@ extension LogFile {
                 try growLock.withLock { (_: inout Void) throws(MMLogError) in
                     try truncateToCursor()
                     header.clean.store(1, ordering: .relaxed)
-                    if retired { try finishRetired() }
+                    if retired { try finishRetired() }  // which flushes the file
+                    finished = true
                 }
             }
         } catch {
             trimError = error
         }
+        // This handle's records in a retired file reach the device before it leaves (a later
+        // sync() covers only the current file), unless it finished the file itself.
+        if retired && !finished { try? Sys.fdatasync(dataFD, path) }
         fenceOff()
         // The header no longer maps the file, and no chunk does: closing the descriptors
         // drops every OFD lock this handle held (attach, data, slots, handle entry).
@@ -147,11 +145,7 @@ extension LogFile {
 
     /// Waits (sleeping) until no slot this handle owns in this file is in flight.
     private func quiesce() throws(MMLogError) {
-        var pause = 1_000
-        while !quiescent {
-            Sys.sleep(nanoseconds: pause)
-            pause = min(pause * 2, 1_000_000)
-        }
+        try Sys.backOff(first: 1_000, cap: 1_000_000) { !quiescent }
     }
 
     /// Replaces the shared header with private memory holding a copy of page 0 (so `endOffset`

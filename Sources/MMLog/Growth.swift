@@ -33,7 +33,7 @@ extension LogFile {
     /// chunk at open, no reservation) neither voids nor records anything.
     func grow(start: UInt64, end: UInt64, gen: UInt64, probe: Bool = false, idle: inout UInt64) throws(MMLogError) -> GrowOutcome {
         try withGrowLock { () throws(MMLogError) -> GrowOutcome in
-            if !probe, let point = voidedAt(start: start, end: end, gen: gen) {
+            if !probe, let point = header.voidedAt(start: start, end: end, gen: gen) {
                 if start < point { header.recordHole(start, point) }
                 return .voided(idle: min(start, point))
             }
@@ -122,24 +122,6 @@ extension LogFile {
         }
     }
 
-    /// If a void took back the reservation [start, end) of generation `gen`, the point it
-    /// reset the cursor to; nil when the reservation stands. The caller holds the grow lock.
-    ///
-    /// A void of generation g resets the cursor to the allocated size then, so a reservation
-    /// of generation g - 1 survives it exactly when it ended at or below that point (it was
-    /// allocated before the void). Void points are non-decreasing, so the first void after
-    /// `gen` decides. When more voids have passed than `voidPoints` remembers, the
-    /// reservation is taken as voided without a hole (its range then reads as zeros).
-    func voidedAt(start: UInt64, end: UInt64, gen: UInt64) -> UInt64? {
-        let now = Cursor.gen(cursor.load(ordering: .acquiring))
-        if now == gen { return nil }
-        let distance = (now &- gen) & (Cursor.genMask >> Cursor.genShift)
-        let point = distance <= UInt64(MetadataLayout.voidPointCount)
-            ? header.voidPoint(gen &+ 1).load(ordering: .acquiring)  // pairs with the voider's release
-            : 0
-        return end > point ? point : nil
-    }
-
     /// fallocate, or ftruncate where the filesystem cannot allocate. With ftruncate the
     /// blocks are allocated only when first written, so a full disk shows as SIGBUS at the
     /// store instead of an error from `append`.
@@ -174,7 +156,7 @@ extension Metadata {
         // (then every completed reservation still ends at or below it).
         var word = cursor.load(ordering: .acquiring)
         while Cursor.offset(word) > point {
-            let gen = (Cursor.gen(word) &+ 1) & (Cursor.genMask >> Cursor.genShift)
+            let gen = Cursor.genDistance(from: 0, to: Cursor.gen(word) &+ 1)
             if slotHoldsReservation(ofGeneration: gen) { return false }
             if !settleReservations(losingTheirVoidPointTo: gen, alive: alive) { return false }
             voidPoint(gen).store(point, ordering: .releasing)  // before the CAS that publishes gen
@@ -193,17 +175,15 @@ extension Metadata {
     /// reservation's owner is alive; a dead owner's is recorded as a hole now and its slot
     /// left idle. The caller holds the grow lock (or is alone).
     private func settleReservations(losingTheirVoidPointTo gen: UInt64, alive: (Int) -> Bool) -> Bool {
-        let mask = Cursor.genMask >> Cursor.genShift
         for i in activeSlots {
             let state = slotState(i).load(ordering: .acquiring)
             guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact,
-                  (gen &- Cursor.gen(state)) & mask > UInt64(MetadataLayout.voidPointCount) else { continue }
+                  Cursor.genDistance(from: Cursor.gen(state), to: gen) > UInt64(MetadataLayout.voidPointCount) else { continue }
             if alive(i) { return false }
             if let hole = deadHole(state: state, end: slotEnd(i).load(ordering: .relaxed)) {
                 recordHole(hole.lowerBound, hole.upperBound)
             }
-            slotState(i).store(min(Cursor.offset(cursor.load(ordering: .acquiring)), fileSize.load(ordering: .acquiring)),
-                               ordering: .releasing)
+            slotState(i).store(idleBound, ordering: .releasing)
         }
         return true
     }

@@ -234,6 +234,8 @@ package enum Cursor {
 
     @inline(__always) package static func offset(_ word: UInt64) -> UInt64 { word & offsetMask }
     @inline(__always) package static func gen(_ word: UInt64) -> UInt64 { (word & genMask) >> genShift }
+    /// Generations from `older` to `newer`, modulo the 14 bits.
+    static func genDistance(from older: UInt64, to newer: UInt64) -> UInt64 { (newer &- older) & (genMask >> genShift) }
     @inline(__always) package static func make(offset: UInt64, gen: UInt64, flags: UInt64 = 0) -> UInt64 {
         (offset & offsetMask) | ((gen & 0x3FFF) << genShift) | flags
     }

@@ -78,13 +78,7 @@ extension LogFile {
                 }
                 guard mode != .finishRetired else { throw refuse(.notALog, "not a retired log") }
                 if length < MetadataLayout.metadataSize {
-                    Sys.unmap(base, length)
-                    mapped = nil
-                    try Sys.ftruncate(metaFD, MetadataLayout.metadataSize, metadataPath)
-                    length = MetadataLayout.metadataSize
-                    base = try Sys.mapShared(metaFD, length, 0, metadataPath)
-                    mapped = (base, length)
-                    meta = Metadata.bind(base, length: length)
+                    (base, length, meta) = try upgradeMapping(metaFD, metadataPath, &mapped)
                 }
                 dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
                 // Fresh metadata may drive an existing data file only if nothing else does.
@@ -148,8 +142,7 @@ extension LogFile {
                     dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
                     try lockDataExclusively(dataFD, path, metadataPath)
                     if meta.version == MetadataLayout.version1 {
-                        (base, length, meta) = try upgradeMapping(metaFD, metadataPath, base, length)
-                        mapped = (base, length)
+                        (base, length, meta) = try upgradeMapping(metaFD, metadataPath, &mapped)
                     }
                     meta.initialize(pageSize: page, chunkSize: Int(meta.chunkSize), dataSize: 0,
                                     rotateAtBytes: options.rotateAtBytes ?? 0)
@@ -159,8 +152,7 @@ extension LogFile {
                 } else {
                     if !created { try lockDataExclusively(dataFD, path, metadataPath) }
                     if meta.version == MetadataLayout.version1 {
-                        (base, length, meta) = try upgradeMapping(metaFD, metadataPath, base, length)
-                        mapped = (base, length)
+                        (base, length, meta) = try upgradeMapping(metaFD, metadataPath, &mapped)
                         report = try Recovery.upgradeFromVersion1(meta, dataFD: dataFD, path: path, metadataPath: metadataPath)
                     } else if !created {
                         report = try Recovery.recoverAlone(meta, dataFD: dataFD, metadataFD: metaFD, path: path, metadataPath: metadataPath)
@@ -228,11 +220,16 @@ extension LogFile {
     }
 
     /// Grows a version 1 metadata file to version 2's size and maps all of it.
-    private static func upgradeMapping(_ metaFD: Int32, _ metadataPath: String, _ base: UnsafeMutableRawPointer,
-                                       _ length: Int) throws(MMLogError) -> (UnsafeMutableRawPointer, Int, Metadata) {
-        Sys.unmap(base, length)
+    /// Replaces the mapping of a page-0-only header by one of the whole metadata file (grown
+    /// to its full size). `mapped` follows every step, so a failure never unmaps twice.
+    private static func upgradeMapping(_ metaFD: Int32, _ metadataPath: String,
+                                       _ mapped: inout (base: UnsafeMutableRawPointer, length: Int)?)
+        throws(MMLogError) -> (UnsafeMutableRawPointer, Int, Metadata) {
+        if let old = mapped { Sys.unmap(old.base, old.length) }
+        mapped = nil
         try Sys.ftruncate(metaFD, MetadataLayout.metadataSize, metadataPath)
         let full = try Sys.mapShared(metaFD, MetadataLayout.metadataSize, 0, metadataPath)
+        mapped = (full, MetadataLayout.metadataSize)
         return (full, MetadataLayout.metadataSize, Metadata.bind(full, length: MetadataLayout.metadataSize))
     }
 

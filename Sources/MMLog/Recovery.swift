@@ -114,7 +114,7 @@ enum Recovery {
                 report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
             }
         }
-        let everything = min(Cursor.offset(meta.cursor.load(ordering: .relaxed)), meta.fileSize.load(ordering: .relaxed))
+        let everything = meta.idleBound  // all of it is written or a hole: everyone is gone
         for i in inFlight {
             let state = meta.slotState(i).load(ordering: .acquiring)
             report.deadWriters += 1
@@ -123,8 +123,7 @@ enum Recovery {
                 meta.recordHole(hole.lowerBound, hole.upperBound)
                 report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
             }
-            meta.slotState(i).store(min(Cursor.offset(meta.cursor.load(ordering: .relaxed)), meta.fileSize.load(ordering: .relaxed)),
-                                    ordering: .releasing)
+            meta.slotState(i).store(meta.idleBound, ordering: .releasing)
         }
         if report.deadWriters > 0 {
             report.found.append("\(report.deadWriters) writer(s) died in the middle of an append; their ranges are recorded as holes")

@@ -188,6 +188,16 @@ enum Sys {
         while nanosleep(&request, &remaining) != 0 && mmlog_errno() == EINTR { request = remaining }
     }
 
+    /// Sleeps while `waiting()` says so, from `first` ns per pause doubling up to `cap` (waits
+    /// on other threads or processes without spinning a CPU).
+    static func backOff(first: Int, cap: Int, while waiting: () throws(MMLogError) -> Bool) throws(MMLogError) {
+        var pause = first
+        while try waiting() {
+            sleep(nanoseconds: pause)
+            pause = min(pause * 2, cap)
+        }
+    }
+
     static func monotonicNanoseconds() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -43,15 +43,8 @@ extension LogFile {
     /// Takes over slot `i`, whose lock we now hold: a previous owner that died in flight left
     /// a reservation, recorded here as a hole before the slot is reset.
     private func adopt(slot i: Int) throws(MMLogError) {
-        let state = header.slotState(i).load(ordering: .acquiring)
-        if state & Slot.inFlight != 0 {
-            try withGrowLock { () throws(MMLogError) in
-                if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
-            }
-        }
-        // A bound for the first append: at or below any later cursor (a void resets the cursor
-        // to the allocated size, which never falls; a trim cuts at or above the cursor).
-        let bound = min(Cursor.offset(cursor.load(ordering: .acquiring)), fileSize.load(ordering: .acquiring))
+        _ = try recordDeadOwnersHole(slot: i)
+        let bound = header.idleBound  // for the first append
         header.slotClaims(i).wrappingIncrement(ordering: .relaxed)
         header.setSlotOwner(i, pid: getpid(), tid: mmlog_gettid())
         header.slotState(i).store(bound, ordering: .releasing)
@@ -86,6 +79,17 @@ extension LogFile {
         ours.contains(i) || ((try? Sys.lockHeld(metadataFD, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")) ?? true)
     }
 
+    /// Slot `i`, whose lock we hold, was left in flight by an owner that died: records its
+    /// reservation as a hole (under the grow lock). Returns whether it was in flight.
+    func recordDeadOwnersHole(slot i: Int) throws(MMLogError) -> Bool {
+        let state = header.slotState(i).load(ordering: .acquiring)
+        guard state & Slot.inFlight != 0 else { return false }
+        try withGrowLock { () throws(MMLogError) in
+            if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
+        }
+        return true
+    }
+
     /// Returns a slot to the handle's pool (its thread exited). The slot stays owned.
     func releaseSlot(_ i: Int) {
         pool.withLock { $0.free.append(i) }
@@ -100,6 +104,13 @@ extension LogFile {
 }
 
 extension Metadata {
+    /// A bound for a slot's next reservation, to leave in it when it goes idle: at or below any
+    /// later cursor (a void resets the cursor to the allocated size, which never falls below
+    /// it; a trim cuts at or above the cursor).
+    var idleBound: UInt64 {
+        min(Cursor.offset(cursor.load(ordering: .acquiring)), fileSize.load(ordering: .acquiring))
+    }
+
     /// The slots that may hold state: those below the high-water mark, and the overflow slot.
     var activeSlots: [Int] {
         let high = min(Int(slotHighWater.load(ordering: .acquiring)), MetadataLayout.slotCount - 1)
@@ -111,15 +122,26 @@ extension Metadata {
         guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact else { return nil }
         let start = Cursor.offset(state)
         guard end > start else { return nil }
-        let gen = Cursor.gen(state)
-        let now = Cursor.gen(cursor.load(ordering: .acquiring))
-        if now != gen {
-            let distance = (now &- gen) & (Cursor.genMask >> Cursor.genShift)
-            guard distance <= UInt64(MetadataLayout.voidPointCount) else { return nil }
-            let point = voidPoint(gen &+ 1).load(ordering: .acquiring)
-            if end > point { return start < point ? start..<point : nil }
-        }
+        // Cut back where a void took part of it (beyond the void points remembered: all of it).
+        if let point = voidedAt(start: start, end: end, gen: Cursor.gen(state)) { return start < point ? start..<point : nil }
         return start..<end
+    }
+
+    /// If a void took back the reservation [start, end) of generation `gen`, the point it
+    /// reset the cursor to; nil when the reservation stands. Writers ask under the grow lock.
+    ///
+    /// A void of generation g resets the cursor to the allocated size then, so a reservation
+    /// of generation g - 1 survives it exactly when it ended at or below that point (it was
+    /// allocated before the void). Void points are non-decreasing, so the first void after
+    /// `gen` decides. When more voids have passed than `voidPoints` remembers, the
+    /// reservation is taken as voided without a hole (its range then reads as zeros).
+    func voidedAt(start: UInt64, end: UInt64, gen: UInt64) -> UInt64? {
+        let now = Cursor.gen(cursor.load(ordering: .acquiring))
+        if now == gen { return nil }
+        let point = Cursor.genDistance(from: gen, to: now) <= UInt64(MetadataLayout.voidPointCount)
+            ? voidPoint(gen &+ 1).load(ordering: .acquiring)  // pairs with the voider's release
+            : 0
+        return end > point ? point : nil
     }
 
     /// The hole of a writer that died between its fetch-add and publishing its range (in
