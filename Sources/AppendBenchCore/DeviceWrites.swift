@@ -31,7 +31,7 @@ public struct BlockDevice: Sendable, Equatable {
     public static func holding(_ directory: String) -> BlockDevice? {
         guard let (major, minor) = deviceNumbers(of: directory) else { return nil }
         if major != 0 { return numbered(major, minor) }
-        guard let source = mountSource(of: directory), source.hasPrefix("/dev/"),
+        guard let source = mountEntry(of: directory)?.source, source.hasPrefix("/dev/"),
               let (sourceMajor, sourceMinor) = deviceNumbers(of: source, special: true), sourceMajor != 0
         else { return nil }
         return numbered(sourceMajor, sourceMinor)
@@ -43,25 +43,6 @@ public struct BlockDevice: Sendable, Equatable {
         return device.bytesWritten() == nil ? nil : device
     }
 
-    /// The source of the mount holding `directory`: the mount point in /proc/self/mountinfo
-    /// (`ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE ...`) that is the
-    /// longest prefix of its real path. (Not by MAJ:MIN: a btrfs subvolume's files carry
-    /// another anonymous number than its mount's.)
-    private static func mountSource(of directory: String) -> String? {
-        guard let resolved = realpath(directory, nil) else { return nil }
-        let path = String(cString: resolved)
-        free(resolved)
-        guard let text = readSmallFile("/proc/self/mountinfo") else { return nil }
-        var best: (point: String, source: String)?
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
-            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
-            let inside = point == "/" || path == point || path.hasPrefix(point + "/")
-            if inside && point.count >= (best?.point.count ?? -1) { best = (point, String(fields[dash + 2])) }
-        }
-        return best?.source
-    }
 
     /// Bytes written to the device since boot (sectors written x 512), or nil when unreadable.
     public func bytesWritten() -> UInt64? {

@@ -76,20 +76,6 @@ func writeAll(_ fd: Int32, _ text: String, _ path: String) throws {
     try text.withUTF8 { try writeAll(fd, UnsafeRawBufferPointer($0), path) }
 }
 
-/// Every byte of the file at `path`. The corresponding C functions are `open` and `read`.
-func readAll(_ path: String) throws -> [UInt8] {
-    let fd = try openFile(path, O_RDONLY)
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { chunk in retryingInterrupts { read(fd, chunk.baseAddress, chunk.count) } }
-        if n < 0 { throw HarnessError.system("read(\(path))") }
-        if n == 0 { return bytes }
-        bytes += buffer[0..<n]
-    }
-}
-
 /// Up to `count` bytes of `fd` from `offset`. The corresponding C function is `pread`.
 func readAt(_ fd: Int32, count: Int, offset: Int, _ path: String) throws -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: count)

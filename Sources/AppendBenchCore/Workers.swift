@@ -381,7 +381,7 @@ enum WorkerPool {
     /// Adds the pairs a worker wrote to `histogram`; a worker whose file is missing or cut
     /// short has already failed the run.
     private static func readHistogram(_ path: String, into histogram: inout Histogram<UInt64>) {
-        guard let bytes = try? readAll(path) else { return }
+        guard let bytes = readFileBytes(path) else { return }
         bytes.withUnsafeBytes { raw in
             for pair in stride(from: 0, to: raw.count - 15, by: 16) {
                 _ = histogram.record(raw.loadUnaligned(fromByteOffset: pair, as: UInt64.self),

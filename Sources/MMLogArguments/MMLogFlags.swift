@@ -43,7 +43,7 @@ public struct MMLogFlags: ParsableArguments {
     /// MMLog names the field at fault as `MMLog.Options` calls it ("chunk size 5000 must be
     /// ..."); the person reading the message typed a flag.
     func namingTheFlag(_ problem: String) -> String {
-        let flags = [("chunk size ", "--chunk-size "), ("chunkSize ", "--chunk-size "), ("maxChunks ", "--max-chunks ")]
+        let flags = [("chunk size ", "--chunk-size "), ("maxChunks ", "--max-chunks ")]
         for (field, flag) in flags where problem.hasPrefix(field) {
             return flag + problem.dropFirst(field.count)
         }

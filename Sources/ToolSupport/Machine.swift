@@ -3,8 +3,13 @@ import Glibc
 #endif
 
 /// A small text file (/proc, /sys), or nil when it cannot be read.
-/// The corresponding C functions are `open` and `read`.
 public func readSmallFile(_ path: String) -> String? {
+    readFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// A whole (small) file's bytes, or nil when it cannot be read.
+/// The corresponding C functions are `open` and `read`.
+public func readFileBytes(_ path: String) -> [UInt8]? {
     let fd = Int32(retryingInterrupts { Int(open(path, O_RDONLY | O_CLOEXEC)) })
     if fd < 0 { return nil }
     defer { close(fd) }
@@ -13,7 +18,7 @@ public func readSmallFile(_ path: String) -> String? {
     while true {
         let n = buffer.withUnsafeMutableBytes { chunk in retryingInterrupts { read(fd, chunk.baseAddress, chunk.count) } }
         if n < 0 { return nil }
-        if n == 0 { return String(decoding: bytes, as: UTF8.self) }
+        if n == 0 { return bytes }
         bytes += buffer[0..<n]
     }
 }
@@ -36,22 +41,28 @@ public func onlineCores() -> Int {
 
 /// The filesystem type (ext4, tmpfs, ...) of the mount holding `path`, from /proc/self/mountinfo.
 public func filesystemType(of path: String) -> String? {
+    mountEntry(of: path)?.type
+}
+
+/// The mount holding `path`: the entry of /proc/self/mountinfo whose mount point is the longest
+/// prefix of its real path; its filesystem type and source (/dev/vda, tmpfs, ...).
+public func mountEntry(of path: String) -> (type: String, source: String)? {
     guard let real = realpath(path, nil) else { return nil }
     let resolved = String(cString: real)
     free(real)
     guard let mounts = readSmallFile("/proc/self/mountinfo") else { return nil }
-    var best: (length: Int, type: String)?
+    var best: (length: Int, type: String, source: String)?
     for line in mounts.split(separator: "\n") {
         // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
         let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
+        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
         let mountPoint = unescapeMountField(fields[4])
         let inside = mountPoint == "/" || resolved == mountPoint || resolved.hasPrefix(mountPoint + "/")
         if inside && mountPoint.count >= (best?.length ?? -1) {
-            best = (mountPoint.count, String(fields[dash + 1]))
+            best = (mountPoint.count, String(fields[dash + 1]), unescapeMountField(fields[dash + 2]))
         }
     }
-    return best?.type
+    return best.map { ($0.type, $0.source) }
 }
 
 /// mountinfo escapes spaces and such as \040.

@@ -16,11 +16,11 @@ struct Floor: ParsableCommand {
         commandName: "mmlog-floor",
         abstract: "One process: MMLog.append against a bare fetch-add + memcpy loop; resident memory of a large log.",
         discussion: """
-            Runs, alternating, the floor loop into a premapped file (its pages faulted in the \\
-            loop), the same loop into a file prefaulted before the clock (CPU only) and \\
-            MMLog.append, and prints the median ns per record of each after the command, date, \\
-            kernel and filesystem. With --rss-gib G it instead writes G GiB through MMLog with \\
-            default options and prints the largest resident set. Exit status: 0 when done, 1 when \\
+            Runs, alternating, the floor loop into a premapped file (its pages faulted in the \
+            loop), the same loop into a file prefaulted before the clock (CPU only) and \
+            MMLog.append, and prints the median ns per record of each after the command, date, \
+            kernel and filesystem. With --rss-gib G it instead writes G GiB through MMLog with \
+            default options and prints the largest resident set. Exit status: 0 when done, 1 when \
             a file cannot be made or written, 64 on bad arguments.
             """)
 

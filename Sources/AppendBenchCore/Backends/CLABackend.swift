@@ -2,22 +2,36 @@
 /// and wait for its answer, which comes once the record is appended (with `--fsync-every N`,
 /// after the collector's `fdatasync` every N records; N = 1 is the original service:
 /// append, fsync, answer). One round trip and two context switches per record.
-final class CLABackend: AppendBackend {
+final class CLABackend: CentralLogServiceBackend {
     static let key = "cla"
     static let category = "central log service (acknowledged)"
+    static let acknowledged = true
 
-    private let client: CentralLogClient
+    let client: CentralLogClient
+    init(client: CentralLogClient) { self.client = client }
+}
 
+/// What `cla` and `cla-async` share: the collector (the run service) and a client that sends
+/// each record as one message. Nothing of the worker's own to flush or sync: durability is the
+/// collector's (`--fsync-every` counts the records it appends); an acknowledged worker's answer
+/// says its record is appended, a fire-and-forget worker does not wait for it.
+protocol CentralLogServiceBackend: AppendBackend {
+    static var acknowledged: Bool { get }
+    var client: CentralLogClient { get }
+    init(client: CentralLogClient)
+}
+
+extension CentralLogServiceBackend {
     static func unsupportedReason(directory: String, config: BackendConfig) -> String? {
         CentralLogClient.unsupportedReason(config: config)
     }
 
     static func prepareRun(config: inout BackendConfig, workers: Int) throws -> (any RunService)? {
-        try CentralLogCollector(key: key, acknowledged: true, config: &config, workers: workers)
+        try CentralLogCollector(key: key, acknowledged: acknowledged, config: &config, workers: workers)
     }
 
     init(config: BackendConfig) throws {
-        client = try CentralLogClient(key: Self.key, config: config, acknowledged: true)
+        self.init(client: try CentralLogClient(key: Self.key, config: config, acknowledged: Self.acknowledged))
     }
 
     @inline(__always)
@@ -26,9 +40,6 @@ final class CLABackend: AppendBackend {
     }
 
     func finish() throws {}
-
-    /// Nothing of the worker's own: durability is the collector's (`--fsync-every` counts the
-    /// records it appends), and its answer says the record is appended.
     func sync() throws {}
 
     func close() throws {
