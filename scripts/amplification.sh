@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --dir) dir="$2"; shift 2 ;;
         --backends) backends="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) echo "amplification.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
@@ -73,11 +73,7 @@ loop_device=""
 cleanup() {
     stop_child
     restore_expire
-    if [ -n "$loop_mount" ]; then
-        umount "$loop_mount" 2>/dev/null || umount -l "$loop_mount" 2>/dev/null || true
-        rmdir "$loop_mount" 2>/dev/null || true
-    fi
-    [ -n "$loop_device" ] && losetup -d "$loop_device" 2>/dev/null || true
+    remove_loop_fs
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -86,11 +82,7 @@ trap 'exit 143' TERM
 
 if [ -z "$dir" ] && [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null; then
     # A filesystem of our own: the loop device's counter sees nothing but this run.
-    truncate -s 1G "$work/fs.img"
-    mkfs.ext4 -q -F "$work/fs.img"
-    loop_device=$(losetup --find --show "$work/fs.img")
-    loop_mount=$(mktemp -d "${TMPDIR:-/tmp}/amplification-mnt-XXXXXX")
-    mount "$loop_device" "$loop_mount"
+    make_loop_fs ext4 1G "$work/fs.img" "$work/mnt"
     dir="$loop_mount"
     echo "appending on a new ext4 filesystem on $loop_device, mounted at $loop_mount (removed at the end)" >&2
 fi

@@ -19,18 +19,17 @@ while [ $# -gt 0 ]; do
         --fs) filesystems="$2"; shift 2 ;;
         --no-amplification) amplification=0; shift ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) echo "filesystems.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done
 if [ "$(id -u)" -ne 0 ]; then echo "filesystems.sh: needs root (loop devices and mounts)" >&2; exit 1; fi
 prepare_measurement "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/filesystems-XXXXXX")
-mnt=""
-dev=""
+loop_mount=""
+loop_device=""
 cleanup() {
-    if [ -n "$mnt" ]; then umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; fi
-    if [ -n "$dev" ]; then losetup -d "$dev" 2>/dev/null || true; fi
+    remove_loop_fs
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -46,17 +45,9 @@ md="$out/filesystems.md"
 } > "$md"
 for fs in $filesystems; do
     command -v "mkfs.$fs" >/dev/null || { echo "filesystems.sh: mkfs.$fs missing (apt-get install xfsprogs btrfs-progs)" >&2; echo -e "\n## $fs\n\nnot measured: mkfs.$fs is not installed" >> "$md"; continue; }
-    truncate -s 4G "$work/$fs.img"
-    case "$fs" in
-        ext4) mkfs.ext4 -q -F "$work/$fs.img" ;;
-        xfs) mkfs.xfs -q -f "$work/$fs.img" ;;
-        btrfs) mkfs.btrfs -q -f "$work/$fs.img" >/dev/null ;;
-    esac
-    dev=$(losetup --find --show "$work/$fs.img")
-    mnt="$work/$fs"
-    mkdir -p "$mnt"
-    mount "$dev" "$mnt"
-    echo "$fs on $dev at $mnt" >&2
+    make_loop_fs "$fs" 4G "$work/$fs.img" "$work/$fs"
+    mnt="$loop_mount"
+    echo "$fs on $loop_device at $mnt" >&2
     { echo; echo "## $fs"; } >> "$md"
     for spec in "128|100000|" "4095|10000|" "128|2000|--fsync-every 1" ; do
         IFS='|' read -r size ops extra <<<"$spec"
@@ -81,8 +72,7 @@ for fs in $filesystems; do
         { echo; echo "Write amplification (\`scripts/amplification.sh --dir <mount> --backends mmlog,write\`):"; echo
           grep -E "^\|" "$work/amp-$fs/amplification.md"; } >> "$md"
     fi
-    umount "$mnt"; mnt=""
-    losetup -d "$dev"; dev=""
+    remove_loop_fs
     rm -f "$work/$fs.img"
 done
 echo "wrote $md" >&2

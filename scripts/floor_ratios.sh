@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds="$2"; shift 2 ;;
         --hold) hold_wanted=1; shift ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) echo "floor_ratios.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done

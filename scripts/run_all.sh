@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --no-plots) plots=0; shift ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done

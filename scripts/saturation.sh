@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
         --dirty-mib) dirty_mib="$2"; shift 2 ;;
         --backends) backends="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) echo "saturation.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done

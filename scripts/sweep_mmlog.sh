@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --set) custom+=("$2"); shift 2 ;;
         --sizes) read -r -a sizes <<<"$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) echo "sweep_mmlog.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
 done

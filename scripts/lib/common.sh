@@ -38,3 +38,38 @@ prepare_measurement() {
     fi
     "$ROOT/scripts/appendbench" --help >/dev/null
 }
+
+# Prints the calling script's header comment (every leading `#` line after the shebang) as its
+# --help, so the help never cuts a line off.
+usage() {
+    awk 'NR > 1 { if (!/^#/) exit; sub(/^# ?/, ""); print }' "$0"
+}
+
+# A new filesystem of type $1 (ext4, xfs, btrfs) on a loop device: an image of $2 bytes at $3,
+# mounted at $4 (made if missing). Sets $loop_device and $loop_mount; remove_loop_fs undoes it
+# (safe to call twice, and from an EXIT trap).
+make_loop_fs() {
+    local type="$1" size="$2" image="$3" mountpoint="$4"
+    truncate -s "$size" "$image"
+    case "$type" in
+        ext4) mkfs.ext4 -q -F "$image" ;;
+        xfs) mkfs.xfs -q -f "$image" ;;
+        btrfs) mkfs.btrfs -q -f "$image" >/dev/null ;;
+        *) echo "make_loop_fs: unknown filesystem $type" >&2; return 1 ;;
+    esac
+    loop_device=$(losetup --find --show "$image")
+    mkdir -p "$mountpoint"
+    mount "$loop_device" "$mountpoint"
+    loop_mount="$mountpoint"
+}
+
+remove_loop_fs() {
+    if [ -n "${loop_mount:-}" ]; then
+        umount "$loop_mount" 2>/dev/null || umount -l "$loop_mount" 2>/dev/null || true
+        loop_mount=""
+    fi
+    if [ -n "${loop_device:-}" ]; then
+        losetup -d "$loop_device" 2>/dev/null || true
+        loop_device=""
+    fi
+}
