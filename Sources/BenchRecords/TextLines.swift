@@ -15,6 +15,13 @@ public enum TextLines {
         }
     }
 
+    /// Line (worker, index) of `size` bytes as a new array; for tests and tools, not hot paths.
+    public static func line(worker: Int, index: Int, size: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: size)
+        bytes.withUnsafeMutableBytes { encode(worker: worker, index: index, into: $0) }
+        return bytes
+    }
+
     /// The (worker, index) of a line (without its newline), or nil when it is not one whole
     /// line of this format and `size` (counting the newline; 0: any size).
     public static func parse(_ line: Substring.UTF8View, size: Int) -> (worker: Int, index: Int)? {

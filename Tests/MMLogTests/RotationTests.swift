@@ -40,16 +40,18 @@ final class RotationTests: XCTestCase {
     }
 
     /// Every committed line of every file, in order, checked; plus each file's size. Files are
-    /// read as `mmlog` reads them: holes skipped, and NUL bytes (a finished rotated file's
-    /// zero-filled holes) dropped.
-    func union(_ path: String, size: Int) throws -> (check: TextLines.Check, sizes: [String: Int]) {
+    /// read as `mmlog` reads them, holes skipped. With `writersKilled`, NUL bytes are dropped: a
+    /// killed writer's hole is zero-filled when its rotated file is finished (a plain file then),
+    /// so only there may NULs appear.
+    func union(_ path: String, size: Int, writersKilled: Bool = false) throws -> (check: TextLines.Check, sizes: [String: Int]) {
         var bytes: [UInt8] = []
         var sizes: [String: Int] = [:]
         for file in logFiles(path) {
             sizes[file] = fileSize(file)
             let reader = try MMLogReader(path: file)
             reader.deadWriterProbeDelay = 0
-            bytes += try reader.read(from: 0, maxBytes: 64 << 20).bytes.filter { $0 != 0 }
+            let read = try reader.read(from: 0, maxBytes: 64 << 20).bytes
+            bytes += writersKilled ? read.filter { $0 != 0 } : read
         }
         return (TextLines.check(bytes, size: size), sizes)
     }
@@ -89,7 +91,7 @@ final class RotationTests: XCTestCase {
             XCTAssertEqual(status.code, 0, stderr)
         }
         for (w, status) in others.waitAll().enumerated() { XCTAssertTrue(status.succeeded, "writer \(w + 1): \(status)") }
-        let (check, sizes) = try union(path, size: size)
+        let (check, sizes) = try union(path, size: size, writersKilled: true)
         print("\(sizes.count) files after 4 outside rotations and a killed rotator; \(check)")
         XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
         XCTAssertTrue(check.hasPrefix(worker: 0, atMost: 1_000_000), "the killed writer: \(check)")
@@ -144,11 +146,7 @@ final class RotationTests: XCTestCase {
         let path = scratch.file("crossing.log")
         let options = MMLog.Options(chunkSize: 65536, rotateAtBytes: 1000)
         let first = try MMLog(path: path, options: options)
-        var record = [UInt8](repeating: 0, count: 137)
-        func line(_ worker: Int, _ index: Int) -> [UInt8] {
-            record.withUnsafeMutableBytes { TextLines.encode(worker: worker, index: index, into: $0) }
-            return record
-        }
+        func line(_ worker: Int, _ index: Int) -> [UInt8] { TextLines.line(worker: worker, index: index, size: 137) }
         for i in 0..<7 { try first.append(line(0, i)) }  // 959 bytes: the 8th crosses 1000
         final class Box: @unchecked Sendable { var log: MMLog?; var error: Error? }
         let late = Box()
@@ -156,9 +154,7 @@ final class RotationTests: XCTestCase {
             MMLog.testCrossedHook = nil
             do {
                 late.log = try MMLog(path: path, options: options)
-                var r = [UInt8](repeating: 0, count: 137)
-                r.withUnsafeMutableBytes { TextLines.encode(worker: 1, index: 0, into: $0) }
-                try late.log!.append(r)
+                try late.log!.append(TextLines.line(worker: 1, index: 0, size: 137))
             } catch { late.error = error }
         }
         defer { MMLog.testCrossedHook = nil }
