@@ -45,6 +45,16 @@ enum PageStrategy {
     }()
 
     static let steady = PageMode(hugePages: false, prefault: .read)
+
+    /// Time to fill one chunk at the rate of `appended` bytes in `elapsed` ns, saturating at
+    /// UInt64.max: the product overflows 64 bits once 2^64 / chunkSize ns have passed between
+    /// two samples (2 h 27 min at 2 MiB), which a log written slowly reaches every day.
+    static func chunkFillNanoseconds(elapsed: UInt64, appended: UInt64, chunkSize: UInt64) -> UInt64 {
+        guard appended > 0 else { return .max }
+        let product = elapsed.multipliedFullWidth(by: chunkSize)
+        guard product.high < appended else { return .max }
+        return appended.dividingFullWidth(product).quotient
+    }
 }
 
 /// What a handle saw when it last mapped a chunk: the cursor, the time, the sync count.
@@ -76,8 +86,8 @@ extension LogFile {
             guard sample.nanoseconds != 0, cursorNow > sample.cursor, now > sample.nanoseconds else {
                 return sample.mode ?? PageStrategy.steady
             }
-            // Time to fill one chunk at the rate since the last sample.
-            let perChunk = (now - sample.nanoseconds) * UInt64(chunkSize) / (cursorNow - sample.cursor)
+            let perChunk = PageStrategy.chunkFillNanoseconds(elapsed: now - sample.nanoseconds, appended: cursorNow - sample.cursor,
+                                                             chunkSize: UInt64(chunkSize))
             let mode = perChunk < PageStrategy.burstWindowNanoseconds && syncs == sample.syncCalls ? burst : PageStrategy.steady
             sample.mode = mode
             return mode

@@ -161,7 +161,7 @@ public final class MMLogReader {
         } else {
             let now = Sys.monotonicNanoseconds()
             if heldSince?.offset != mark.offset { heldSince = (mark.offset, now) }
-            if now - heldSince!.nanos >= UInt64(deadWriterProbeDelay) {
+            if now &- heldSince!.nanos >= UInt64(clamping: deadWriterProbeDelay) {
                 if try probeDeadWriters(mark.blockers, metadata) {
                     mark = header.watermark(excluding: deadSlots)
                 }
@@ -288,7 +288,7 @@ public final class MMLogReader {
     /// short backoff (from 0.5 ms up to `maxPause`; no system call on the writers' side).
     /// Returns false when `timeoutNanoseconds` passes first (nil: wait for ever).
     public func waitForCommit(beyond offset: Int, timeoutNanoseconds: Int? = nil, maxPause: Int = 20_000_000) throws(MMLogError) -> Bool {
-        let deadline = timeoutNanoseconds.map { Sys.monotonicNanoseconds() + UInt64($0) }
+        let deadline = timeoutNanoseconds.map { Sys.monotonicNanoseconds().addingReportingOverflow(UInt64(clamping: $0)) }.map { $0.overflow ? UInt64.max : $0.partialValue }
         var pause = 500_000
         while true {
             if try committedOffset() > offset { return true }

@@ -273,7 +273,7 @@ enum Rotation {
     /// `<path>.<UTC time>`, or `<path>.<UTC time>-N` with N past every rotation already named
     /// in that second (so that names sort in rotation order even after old ones were pruned).
     static func uniqueName(for path: String) -> String {
-        var now = time(nil)
+        var now = time_t(clamping: Sys.realtimeSeconds())
         var parts = tm()
         gmtime_r(&now, &parts)
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Atomics
 import CMMLogShims
 
 // Every raw C call MMLog makes lives here. Each returns a value or throws an MMLogError
@@ -28,7 +29,7 @@ struct FileIdentity: Equatable {
 let SEEK_DATA: Int32 = 3
 let SEEK_HOLE: Int32 = 4
 
-enum Sys {
+package enum Sys {
     static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws(MMLogError) -> Int32 {
         try valueOrErrno("open(\(path))") { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
@@ -198,16 +199,20 @@ enum Sys {
         }
     }
 
+    /// How far the tests moved MMLog's clock ahead (both clocks below): one place through
+    /// which every time MMLog reads passes, so a test can run a month in a second.
+    package static let clockShiftNanoseconds = UnsafeAtomic<UInt64>.create(0)
+
     static func monotonicNanoseconds() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        return (UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)) &+ clockShiftNanoseconds.load(ordering: .relaxed)
     }
 
     static func realtimeSeconds() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec)
+        return UInt64(clamping: ts.tv_sec) &+ clockShiftNanoseconds.load(ordering: .relaxed) / 1_000_000_000
     }
 
     /// This boot's id (16 bytes from /proc/sys/kernel/random/boot_id), or zeros where unknown.
