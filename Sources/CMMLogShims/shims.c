@@ -126,7 +126,42 @@ int32_t mmlog_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 int mmlog_errno(void) { return errno; }
 
-static void clear_hot_in_child(void) { memset(&mmlog_hot_entry, 0, sizeof mmlog_hot_entry); }
+int mmlog_clear_nonblock(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+}
+
+/* Lock-free: a slot holds fd + 1, 0 when free. Far more slots than one process opens logs. */
+#define MMLOG_FORK_GUARD_SLOTS 1024
+static int fork_guard[MMLOG_FORK_GUARD_SLOTS];
+
+void mmlog_fork_guard_add(int fd) {
+    for (int i = 0; i < MMLOG_FORK_GUARD_SLOTS; i++) {
+        int expected = 0;
+        if (__atomic_compare_exchange_n(&fork_guard[i], &expected, fd + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return;
+    }
+}
+
+void mmlog_fork_guard_remove(int fd) {
+    for (int i = 0; i < MMLOG_FORK_GUARD_SLOTS; i++) {
+        int expected = fd + 1;
+        if (__atomic_compare_exchange_n(&fork_guard[i], &expected, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return;
+    }
+}
+
+static void clear_hot_in_child(void) {
+    memset(&mmlog_hot_entry, 0, sizeof mmlog_hot_entry);
+    int null = -1;
+    for (int i = 0; i < MMLOG_FORK_GUARD_SLOTS; i++) {
+        int fd = __atomic_load_n(&fork_guard[i], __ATOMIC_SEQ_CST) - 1;
+        if (fd < 0) continue;
+        if (null < 0) null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null >= 0) dup2(null, fd);  /* keeps the fd number, drops the shared description */
+        /* no /dev/null (a bare chroot): left as it is, as before this guard existed */
+    }
+    if (null >= 0) close(null);
+}
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void atfork_setup(void) { pthread_atfork(NULL, NULL, clear_hot_in_child); }
 void mmlog_register_atfork(void) { pthread_once(&atfork_once, atfork_setup); }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Atomics
+import CMMLogShims
 
 extension MMLog {
     /// Truncates the data file to the end of the last record, when no other handle (in any
@@ -99,7 +100,9 @@ extension LogFile {
         try Sys.fdatasync(dataFD, path)
         // The metadata is wherever the rotation (or logrotate, shifting names) put it.
         let own = try Sys.identity(metadataFD, metadataPath)
-        if let current = Rotation.findMetadata(own, besides: path) { unlink(current) }
+        if let current = Rotation.findMetadata(own, besides: path), let directory = try? LogDirectory(of: path) {
+            directory.remove(LogDirectory.name(of: current))
+        }
     }
 
     /// Closes this file for the handle: waits for its threads' appends in flight, unmaps its
@@ -138,6 +141,8 @@ extension LogFile {
         fenceOff()
         // The header no longer maps the file, and no chunk does: closing the descriptors
         // drops every OFD lock this handle held (attach, data, slots, handle entry).
+        mmlog_fork_guard_remove(dataFD)
+        mmlog_fork_guard_remove(metadataFD)
         Sys.close(dataFD)
         Sys.close(metadataFD)
         if let trimError { throw trimError }
@@ -168,6 +173,8 @@ extension LogFile {
     func abandonInChild() {
         fenced.store(true, ordering: .relaxed)
         Sys.fenceOff(header.base, MetadataLayout.metadataSize)
+        mmlog_fork_guard_remove(dataFD)
+        mmlog_fork_guard_remove(metadataFD)
         Sys.close(dataFD)
         Sys.close(metadataFD)
     }

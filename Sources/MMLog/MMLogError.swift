@@ -29,6 +29,11 @@ public struct MMLogError: Error, Sendable, Equatable, CustomStringConvertible {
         case recordTooLarge
         /// The path is not an MMLog log, or no log at all (readers and the `mmlog` tool).
         case notALog
+        /// A file MMLog will not use: a symbolic link, not a regular file (a FIFO, socket,
+        /// device or directory), a file with more than one hard link, a file another user
+        /// planted in a shared sticky directory, or a directory anyone may write to (see the
+        /// "Security" section of docs/design.md). The detail says which.
+        case unsafeFile
     }
 
     public let kind: Kind

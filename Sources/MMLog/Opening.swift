@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Atomics
+import CMMLogShims
 
 extension LogFile {
     /// Why a log is being opened.
@@ -39,12 +40,17 @@ extension LogFile {
     private static func openOnce(path: String, options: MMLog.Options, mode: OpenMode) throws(MMLogError) -> LogFile? {
         let page = Sys.pageSize
         let metadataPath = path + ".mmlog"
-        let metaFD: Int32
-        if mode == .finishRetired {
-            metaFD = try Sys.open(metadataPath, O_RDWR)
-        } else {
-            metaFD = try Sys.open(metadataPath, O_RDWR | O_CREAT, options.permissions)
+        let directory = try LogDirectory(of: path)
+        let dataName = LogDirectory.name(of: path), metadataName = dataName + ".mmlog"
+        let operation = "MMLog"
+        if mode != .append && !directory.exists(metadataName) {
+            // `mmlog recover` and the finishing of a retired file never create a log.
+            throw MMLogError(kind: .notALog, operation: "MMLog(\(path))", errno: ENOENT, detail: "\(metadataPath): no such file")
         }
+        // A data file MMLog may not use is refused before any metadata is made for it.
+        if directory.exists(dataName) { try directory.requireExisting(dataName, for: operation) }
+        let metaFD = try directory.open(metadataName, O_RDWR, create: mode == .append ? options.permissions : nil, for: operation)
+        mmlog_fork_guard_add(metaFD)
         var dataFD: Int32 = -1
         var mapped: (base: UnsafeMutableRawPointer, length: Int)?
         var finishAfterwards: String?
@@ -80,7 +86,8 @@ extension LogFile {
                 if length < MetadataLayout.metadataSize {
                     (base, length, meta) = try upgradeMapping(metaFD, metadataPath, &mapped)
                 }
-                dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
+                dataFD = try directory.open(dataName, O_RDWR, create: options.permissions, for: operation)
+                mmlog_fork_guard_add(dataFD)
                 // Fresh metadata may drive an existing data file only if nothing else does.
                 try lockDataExclusively(dataFD, path, metadataPath)
                 let existing = try Sys.size(dataFD, path)
@@ -102,10 +109,12 @@ extension LogFile {
                     }
                 }
                 do throws(MMLogError) {
-                    dataFD = try Sys.open(path, O_RDWR)
+                    dataFD = try directory.open(dataName, O_RDWR, for: operation)
+                    mmlog_fork_guard_add(dataFD)
                 } catch where error.errno == ENOENT {
                     dataFD = -1
                 }
+                if mode == .finishRetired { try requireRetiredPair(meta, dataFD, path, metadataPath) }
             }
 
             // Attach. Alone: recover (or upgrade) before anything is appended on the header's word.
@@ -139,7 +148,8 @@ extension LogFile {
                 if dataFD < 0 {
                     // The data file is gone (deleted, or its creation never reached the disk):
                     // nothing is left to keep, so start a new log on this metadata.
-                    dataFD = try Sys.open(path, O_RDWR | O_CREAT, options.permissions)
+                    dataFD = try directory.open(dataName, O_RDWR, create: options.permissions, for: operation)
+                    mmlog_fork_guard_add(dataFD)
                     try lockDataExclusively(dataFD, path, metadataPath)
                     if meta.version == MetadataLayout.version1 {
                         (base, length, meta) = try upgradeMapping(metaFD, metadataPath, &mapped)
@@ -190,13 +200,32 @@ extension LogFile {
                            options: options, recovery: report, handleEntry: entry)
         } catch {
             if let mapped { Sys.unmap(mapped.base, mapped.length) }
-            if dataFD >= 0 { Sys.close(dataFD) }
+            if dataFD >= 0 { mmlog_fork_guard_remove(dataFD); Sys.close(dataFD) }
+            mmlog_fork_guard_remove(metaFD)
             Sys.close(metaFD)  // with the header unmapped, this drops any lock taken above
             if error.isOpenAgain {
                 if let finishAfterwards { Rotation.finishRetired(path: finishAfterwards, options: options) }
                 return nil
             }
             throw error
+        }
+    }
+
+    /// A retired file is finished (cut to its retired end, holes zero-filled) only when its
+    /// metadata is retired and records this very data file (device and inode, which the
+    /// rotation recorded): a crafted metadata file beside a planted name must never make a
+    /// rotation cut another file. (The name is not compared: logrotate may have shifted it.)
+    private static func requireRetiredPair(_ meta: Metadata, _ dataFD: Int32, _ path: String, _ metadataPath: String) throws(MMLogError) {
+        func refuse(_ why: String) -> MMLogError {
+            MMLogError(kind: .notALog, operation: "finish(\(path))", detail: "\(metadataPath): \(why)")
+        }
+        guard meta.version != MetadataLayout.version1, meta.cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0 else {
+            throw refuse("not a retired log")
+        }
+        guard dataFD >= 0 else { throw refuse("its data file \(path) is gone") }
+        let identity = try Sys.identity(dataFD, path)
+        guard identity == FileIdentity(device: meta.dataDevice, inode: meta.dataInode) else {
+            throw refuse("it records another data file (device \(meta.dataDevice), inode \(meta.dataInode)) than \(path) (inode \(identity.inode))")
         }
     }
 

@@ -49,17 +49,19 @@ public final class MMLogReader {
     public init(path: String) throws(MMLogError) {
         self.path = path
         self.metadataPath = path + ".mmlog"
+        let directory = try LogDirectory(of: path)
+        let name = LogDirectory.name(of: path)
         var attempts = 0
         while true {
             let fd: Int32
             do throws(MMLogError) {
-                fd = try Sys.open(path, O_RDONLY)
+                fd = try directory.open(name, O_RDONLY, for: "MMLogReader")
             } catch where error.errno == ENOENT {
                 throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", errno: ENOENT, detail: "no such file")
             }
             let found: (fd: Int32, header: Metadata, length: Int)?
             do throws(MMLogError) {
-                found = try Self.openMetadata(metadataPath, path: path)
+                found = try Self.openMetadata(metadataPath, path: path, in: directory)
             } catch {
                 Sys.close(fd)
                 throw error
@@ -94,10 +96,10 @@ public final class MMLogReader {
     }
 
     /// Maps the metadata read-only; nil when there is none (a plain file).
-    private static func openMetadata(_ metadataPath: String, path: String) throws(MMLogError) -> (fd: Int32, header: Metadata, length: Int)? {
+    private static func openMetadata(_ metadataPath: String, path: String, in directory: LogDirectory) throws(MMLogError) -> (fd: Int32, header: Metadata, length: Int)? {
         let fd: Int32
         do throws(MMLogError) {
-            fd = try Sys.open(metadataPath, O_RDONLY)
+            fd = try directory.open(LogDirectory.name(of: metadataPath), O_RDONLY, for: "MMLogReader")
         } catch where error.errno == ENOENT {
             return nil
         }

@@ -238,7 +238,11 @@ extension MMLog {
     /// waits for the next opener alone. A clean log reports nothing found. A plain file
     /// without metadata is left as it is.
     public static func recover(path: String) throws(MMLogError) -> RecoveryReport {
-        guard Sys.identity(atPath: path + ".mmlog") != nil else {
+        // Never creates a log: the data file must be there (a regular file), and without
+        // metadata it is a plain file, left as it is.
+        let directory = try LogDirectory(of: path)
+        try directory.requireExisting(LogDirectory.name(of: path), for: "recover")
+        guard directory.exists(LogDirectory.name(of: path) + ".mmlog") else {
             return RecoveryReport(path: path, found: [])
         }
         let log = try MMLog(path: path, options: Options(prefault: .none, hugePages: false, prefetch: false), mode: .recover)

@@ -59,6 +59,24 @@ extension MMLog {
         return rotated
     }
 
+    /// Rotates the log at `path` from outside its writers (`mmlog rotate`, a logrotate
+    /// postrotate): never creates a log. When logrotate renamed the data file already, opening
+    /// finishes that rotation and this rotates nothing more (rotating again would only split
+    /// off what writers appended to the new log in between). Returns whether it rotated.
+    public static func rotate(path: String, keepRotated: Int? = nil) throws(MMLogError) -> Bool {
+        let directory = try LogDirectory(of: path)
+        let name = LogDirectory.name(of: path)
+        if directory.exists(name) {
+            try directory.requireExisting(name, for: "rotate")
+        } else if !directory.exists(name + ".mmlog") {
+            throw MMLogError(kind: .notALog, operation: "rotate(\(path))", errno: ENOENT, detail: "no such log")
+        }
+        let log = try MMLog(path: path, options: .init(prefault: .none, hugePages: false, prefetch: false, keepRotated: keepRotated))
+        defer { try? log.close() }
+        if log.openedAfterRotation { return true }
+        return try log.rotate()
+    }
+
     /// The file this thread appended to was retired: make sure its rotation is complete, then
     /// (once per handle) open the new log at the path and make it current. Returns false when
     /// `file` was not retired.
@@ -113,7 +131,7 @@ extension LogFile {
             if retiredNow { MMLog.testRotateHook?() }
             try Rotation.completeRenames(header, metadataFD: metadataFD, path: path, waitForRotator: false)
             if retiredNow {
-                if let keep { Rotation.prune(path, keep: keep) }
+                if let keep { Rotation.prune(path, keep: keep, justRotated: header.retiredName) }
                 Rotation.finishIdleRotatedFiles(besides: path, options: options, except: header.retiredName)
             }
             return retiredNow
@@ -179,27 +197,27 @@ enum Rotation {
         let name = meta.retiredName
         // The name a rotation chose is beside the log, `<path>.<something>`: anything else is
         // not a rotation's and must not make us move files.
-        let base = split(path).base
+        let base = LogDirectory.name(of: path)
         guard name.hasPrefix(path + "."), !name.dropFirst(path.count + 1).contains("/") else {
             throw MMLogError(kind: .corruptMetadata, operation: "MMLog(\(path))",
                              detail: "\(metadataPath): retired under the name \"\(name)\", which is not beside \(base)")
         }
+        let directory = try LogDirectory(of: path)
+        let retired = LogDirectory.name(of: name)
         var dataName: String?
-        if Sys.identity(atPath: path) == data {
-            if Glibc.rename(path, name) != 0 {
-                throw MMLogError.system("rename(\(path), \(name))", errno)
-            }
-            dataName = name
-        } else if Sys.identity(atPath: name) == data {
-            dataName = name
+        if directory.identity(of: base) == data {
+            try directory.rename(base, retired)
+            dataName = retired
+        } else if directory.identity(of: retired) == data {
+            dataName = retired
         } else {
-            dataName = findRenamed(data, besides: path)
+            dataName = findRenamed(data, besides: path, in: directory)
         }
-        guard Sys.identity(atPath: metadataPath) == ownMetadata else { return }
+        guard directory.identity(of: base + ".mmlog") == ownMetadata else { return }
         if let dataName {
-            try moveMetadata(from: metadataPath, to: dataName + ".mmlog")
+            try moveMetadata(from: base + ".mmlog", to: dataName + ".mmlog", besides: path, in: directory)
         } else {
-            unlink(metadataPath)  // its data file was deleted: nothing to pair it with
+            directory.remove(base + ".mmlog")  // its data file was deleted: nothing to pair it with
         }
     }
 
@@ -212,60 +230,64 @@ enum Rotation {
         defer { Sys.unlockByte(metadataFD, MetadataLayout.rotateLockByte) }
         _ = retire(meta, as: renamedTo ?? uniqueName(for: path), at: nil)
         let ownMetadata = try Sys.identity(metadataFD, metadataPath)
-        guard Sys.identity(atPath: metadataPath) == ownMetadata else { return }
+        let directory = try LogDirectory(of: path)
+        let base = LogDirectory.name(of: path)
+        guard directory.identity(of: base + ".mmlog") == ownMetadata else { return }
         if let renamedTo {
-            try moveMetadata(from: metadataPath, to: renamedTo + ".mmlog")
+            try moveMetadata(from: base + ".mmlog", to: LogDirectory.name(of: renamedTo) + ".mmlog", besides: path, in: directory)
         } else {
-            unlink(metadataPath)
+            directory.remove(base + ".mmlog")
         }
     }
 
-    /// Renames a metadata file, first moving aside one already at the target (the metadata of
-    /// an older rotated file that logrotate shifted without it): to beside its own data file,
-    /// found by inode, or away when that is gone.
-    private static func moveMetadata(from source: String, to target: String) throws(MMLogError) {
-        if Sys.identity(atPath: target) != nil {
+    /// Renames a metadata file (names in `directory`), first moving aside one already at the
+    /// target (the metadata of an older rotated file that logrotate shifted without it): to
+    /// beside its own data file, found by inode, or away when that is gone.
+    private static func moveMetadata(from source: String, to target: String, besides path: String, in directory: LogDirectory) throws(MMLogError) {
+        if directory.exists(target) {
             // Whose is it? Read its recorded data identity.
-            if let owner = recordedData(ofMetadata: target), let home = findRenamed(owner, besides: String(target.dropLast(6))),
-               home + ".mmlog" != target {
-                _ = Glibc.rename(target, home + ".mmlog")
+            if let owner = recordedData(ofMetadata: target, in: directory),
+               let home = findRenamed(owner, besides: path, in: directory), home + ".mmlog" != target {
+                try? directory.rename(target, home + ".mmlog")
             } else {
-                unlink(target)
+                directory.remove(target)
             }
         }
-        if Glibc.rename(source, target) != 0 {
-            throw MMLogError.system("rename(\(source), \(target))", errno)
-        }
+        try directory.rename(source, target)
     }
 
     /// The data identity a metadata file records, read with pread (no lock, no mapping).
-    static func recordedData(ofMetadata path: String) -> FileIdentity? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+    static func recordedData(ofMetadata name: String, in directory: LogDirectory) -> FileIdentity? {
+        guard let fd = try? directory.open(name, O_RDONLY, for: "read") else { return nil }
         defer { Glibc.close(fd) }
         var words = [UInt64](repeating: 0, count: 2)
         let n = words.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, 16, off_t(MetadataLayout.dataDeviceOffset)) }
         return n == 16 ? FileIdentity(device: words[0], inode: words[1]) : nil
     }
 
-    /// The path of the file with `identity` among the files named `<path>.*` beside `path`.
-    static func findRenamed(_ identity: FileIdentity, besides path: String) -> String? {
-        let (directory, base) = split(path)
-        for name in entries(of: directory) where name.hasPrefix(base + ".") && !name.hasSuffix(".mmlog") {
-            let candidate = sibling(of: path, named: name)
-            if Sys.identity(atPath: candidate) == identity { return candidate }
+    /// The name (in `directory`) of the file with `identity` among the files named `<path>.*`.
+    static func findRenamed(_ identity: FileIdentity, besides path: String, in directory: LogDirectory) -> String? {
+        let base = LogDirectory.name(of: path)
+        for name in directory.names() where name.hasPrefix(base + ".") && !name.hasSuffix(".mmlog") {
+            if directory.identity(of: name) == identity { return name }
         }
         return nil
+    }
+
+    /// The path of the file with `identity` among the files named `<path>.*` beside `path`.
+    static func findRenamed(_ identity: FileIdentity, besides path: String) -> String? {
+        guard let directory = try? LogDirectory(of: path) else { return nil }
+        return findRenamed(identity, besides: path, in: directory).map { sibling(of: path, named: $0) }
     }
 
     /// The current path of the metadata file with `identity`: `<path>.mmlog` or one of
     /// `<path>.*.mmlog` (a retired log's, wherever renames put it).
     static func findMetadata(_ identity: FileIdentity, besides path: String) -> String? {
-        if Sys.identity(atPath: path + ".mmlog") == identity { return path + ".mmlog" }
-        let (directory, base) = split(path)
-        for name in entries(of: directory) where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
-            let candidate = sibling(of: path, named: name)
-            if Sys.identity(atPath: candidate) == identity { return candidate }
+        guard let directory = try? LogDirectory(of: path) else { return nil }
+        let base = LogDirectory.name(of: path)
+        if directory.identity(of: base + ".mmlog") == identity { return path + ".mmlog" }
+        for name in directory.names() where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
+            if directory.identity(of: name) == identity { return sibling(of: path, named: name) }
         }
         return nil
     }
@@ -278,10 +300,9 @@ enum Rotation {
         gmtime_r(&now, &parts)
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         let stamp = "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
-        let (directory, base) = split(path)
-        let prefix = base + "." + stamp
+        let prefix = LogDirectory.name(of: path) + "." + stamp
         var highest = 0
-        for name in entries(of: directory) where name.hasPrefix(prefix) {
+        for name in (try? LogDirectory(of: path))?.names() ?? [] where name.hasPrefix(prefix) {
             var rest = name.dropFirst(prefix.count)
             if rest.hasSuffix(".mmlog") { rest = rest.dropLast(6) }
             if rest.isEmpty { highest = max(highest, 1) } else if rest.first == "-", let n = Int(rest.dropFirst()) { highest = max(highest, n) }
@@ -289,36 +310,54 @@ enum Rotation {
         return highest == 0 ? "\(path).\(stamp)" : "\(path).\(stamp)-\(highest + 1)"
     }
 
-    /// The rotated files of `path` (by the naming rule), oldest first.
-    static func rotatedFiles(of path: String) -> [String] {
-        let (directory, base) = split(path)
-        var found: [(stamp: String, sequence: Int, path: String)] = []
-        for name in entries(of: directory) where name.hasPrefix(base + ".") && !name.hasSuffix(".mmlog") {
-            let suffix = name.dropFirst(base.count + 1)
-            let parts = suffix.split(separator: "-", maxSplits: 1)
-            guard let stamp = parts.first, stamp.count == 16, stamp.dropLast().allSatisfy({ $0.isNumber || $0 == "T" }), stamp.last == "Z"
-            else { continue }
-            let sequence = parts.count == 2 ? Int(parts[1]) ?? 1 : 1
-            found.append((String(stamp), sequence, sibling(of: path, named: name)))
-        }
-        return found.sorted { ($0.stamp, $0.sequence) < ($1.stamp, $1.sequence) }.map(\.path)
+    /// The (stamp, sequence) of a rotated file's name `<base>.<yyyyMMddTHHmmssZ>[-N]`, or nil.
+    static func rotationStamp(of name: String, base: String) -> (stamp: String, sequence: Int)? {
+        guard name.hasPrefix(base + "."), !name.hasSuffix(".mmlog") else { return nil }
+        let parts = name.dropFirst(base.count + 1).split(separator: "-", maxSplits: 1)
+        guard let stamp = parts.first, stamp.count == 16, stamp.dropLast().allSatisfy({ $0.isNumber || $0 == "T" }), stamp.last == "Z"
+        else { return nil }
+        guard parts.count == 1 || Int(parts[1]).map({ $0 >= 2 }) == true else { return nil }
+        return (String(stamp), parts.count == 2 ? Int(parts[1])! : 1)
     }
 
-    /// Removes the oldest rotated files beyond `keep` (and their metadata, if any). A writer
-    /// still finishing in one keeps writing to the unlinked file: nothing is cut under it.
-    static func prune(_ path: String, keep: Int) {
-        let rotated = rotatedFiles(of: path)
-        for old in rotated.dropLast(keep) {
-            unlink(old)
-            unlink(old + ".mmlog")
+    /// The names of `path`'s rotated files, oldest first: named by the naming rule, stamped no
+    /// later than `latest` (a file stamped in the future is not one this log rotated), and
+    /// regular files with one link owned by us, the directory's owner or the owner of the
+    /// log's data file: a file another user planted under a look-alike name is never one.
+    package static func rotatedFiles(of path: String, in directory: LogDirectory, latest: String? = nil) -> [String] {
+        let base = LogDirectory.name(of: path)
+        let latestStamp = latest.flatMap { rotationStamp(of: LogDirectory.name(of: $0), base: base) }
+        let logOwner = directory.regularFile(base)?.st_uid
+        var found: [(stamp: String, sequence: Int, name: String)] = []
+        for name in directory.names() {
+            guard let (stamp, sequence) = rotationStamp(of: name, base: base) else { continue }
+            if let latestStamp, (stamp, sequence) > latestStamp { continue }
+            guard let st = directory.regularFile(name),
+                  st.st_uid == geteuid() || st.st_uid == directory.ownerUID || st.st_uid == logOwner else { continue }
+            found.append((stamp, sequence, name))
+        }
+        return found.sorted { ($0.stamp, $0.sequence) < ($1.stamp, $1.sequence) }.map(\.name)
+    }
+
+    /// Removes the oldest rotated files beyond `keep` (and their metadata, if any), never
+    /// `justRotated` and never a file stamped after it. A writer still finishing in one keeps
+    /// writing to the unlinked file: nothing is cut under it.
+    static func prune(_ path: String, keep: Int, justRotated: String) {
+        guard let directory = try? LogDirectory(of: path) else { return }
+        let justRotatedName = LogDirectory.name(of: justRotated)
+        let rotated = rotatedFiles(of: path, in: directory, latest: justRotated).filter { $0 != justRotatedName }
+        for old in rotated.dropLast(max(keep - 1, 0)) {
+            directory.remove(old)
+            directory.remove(old + ".mmlog")
         }
     }
 
     /// Finishes rotated files beside `path` that still have metadata and no writer attached
     /// (their last writer died before it could): see `finishRetired`.
     static func finishIdleRotatedFiles(besides path: String, options: MMLog.Options, except: String) {
-        let (directory, base) = split(path)
-        for name in entries(of: directory) where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
+        guard let directory = try? LogDirectory(of: path) else { return }
+        let base = LogDirectory.name(of: path)
+        for name in directory.names() where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
             let data = sibling(of: path, named: String(name.dropLast(6)))
             if data == except || data == path { continue }
             finishRetired(path: data, options: options)
@@ -335,29 +374,10 @@ enum Rotation {
         file.release()
     }
 
-    static func split(_ path: String) -> (directory: String, base: String) {
-        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
-        let directory = String(path[..<slash])
-        return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
-    }
-
     /// The path of `name` in `path`'s directory, spelled as `path` spells it (a bare relative
     /// `app.log` gives `app.log.1`, not `./app.log.1`: rotated names must start with `path + "."`).
     static func sibling(of path: String, named name: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return name }
         return String(path[...slash]) + name
-    }
-
-    static func entries(of directory: String) -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
     }
 }

@@ -20,9 +20,10 @@ func valueOrErrno<T: FixedWidthInteger>(_ operation: @autoclosure () -> String, 
 }
 
 /// A file's identity and size, from fstat.
-struct FileIdentity: Equatable {
-    var device: UInt64
-    var inode: UInt64
+package struct FileIdentity: Equatable {
+    package var device: UInt64
+    package var inode: UInt64
+    package init(device: UInt64, inode: UInt64) { self.device = device; self.inode = inode }
 }
 
 /// lseek's whence values for data and holes (Linux), which Glibc's module does not export.

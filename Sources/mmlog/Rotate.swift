@@ -28,15 +28,7 @@ struct Rotate: ParsableCommand {
     }
 
     func run() throws {
-        let rotated = try tool { () throws(MMLogError) -> Bool in
-            let log = try MMLog(path: path, options: .init(prefault: .none, hugePages: false, prefetch: false, keepRotated: keep))
-            defer { try? log.close() }
-            // logrotate renamed PATH already (or another rotator was at work): opening
-            // finished that rotation; rotating again would only split off the records that
-            // writers appended to the new log in between.
-            if log.openedAfterRotation { return true }
-            return try log.rotate()
-        }
+        let rotated = try tool { () throws(MMLogError) -> Bool in try MMLog.rotate(path: path, keepRotated: keep) }
         Output.print(rotated ? "\(path): rotated" : "\(path): nothing to rotate (the log is empty, or was just rotated)")
     }
 }

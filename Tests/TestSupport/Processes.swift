@@ -18,7 +18,7 @@ public struct ExitStatus: CustomStringConvertible, Equatable, Sendable {
 /// A child started with posix_spawn (safe from a multithreaded test runner, unlike fork).
 public struct Child: Sendable {
     public let pid: pid_t
-    let stderrPath: String
+    public let stderrPath: String
 
     /// Waits for the child; returns its status and what it wrote to stderr.
     public func wait() -> (status: ExitStatus, stderr: String) {

@@ -125,4 +125,14 @@ __attribute__((always_inline)) static inline void mmlog_copy(void *_Nonnull dst,
 /// so a handle inherited across fork() takes the slow path there and finds its pid changed.
 void mmlog_register_atfork(void);
 
+/// Clears O_NONBLOCK on `fd` (MMLog opens its files with it so a FIFO cannot block the open).
+int mmlog_clear_nonblock(int fd);
+
+/// Descriptors whose open file descriptions carry MMLog's OFD locks. In a child after fork()
+/// each is pointed at /dev/null (dup2, async-signal-safe): the child's copy must not keep the
+/// parent's locks alive once the parent dies (a prefork worker or a helper sleeping before
+/// exec would otherwise hold them for ever). The child cannot use the handle anyway.
+void mmlog_fork_guard_add(int fd);
+void mmlog_fork_guard_remove(int fd);
+
 #endif

@@ -1,0 +1,261 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MMLog
+import TestSupport
+import XCTest
+
+/// The attacks of docs/design.md's threat model ("Security"), each played by uid 65534 (via
+/// `setpriv`) beside a root writer, with the kernel's own protections (`fs.protected_symlinks`,
+/// `fs.protected_regular`, `fs.protected_hardlinks`) turned off for the test, as in containers
+/// and inside a service-owned directory: MMLog must give the same protection by itself.
+/// The attacks need root and skip without it; the CLI's refusals run as anyone.
+final class SecurityTests: XCTestCase {
+    var scratch: ScratchDirectory!
+    /// A root-only directory holding the file the attacker aims at.
+    var vault: ScratchDirectory!
+    var victim: String { vault.file("secret") }
+    let victimBytes = Array("root's secret\n".utf8)
+    var savedSysctls: [(String, String)] = []
+    static let attacker: uid_t = 65534
+
+    override func setUp() {
+        scratch = ScratchDirectory("mmlog-security")
+        vault = ScratchDirectory("mmlog-vault")
+        writeBytes(victim, victimBytes)
+    }
+
+    override func tearDown() {
+        for (name, value) in savedSysctls { writeSysctl(name, value) }
+        savedSysctls = []
+        scratch.remove()
+        vault.remove()
+    }
+
+    // MARK: Helpers
+
+    func requireRoot() throws {
+        try XCTSkipUnless(geteuid() == 0, "the attacks need root (a root writer beside uid \(Self.attacker)); skipped")
+        try XCTSkipUnless(access("/usr/bin/setpriv", X_OK) == 0, "setpriv (util-linux) is missing; skipped")
+    }
+
+    func writeSysctl(_ name: String, _ value: String) {
+        let path = "/proc/sys/" + name.replacingOccurrences(of: ".", with: "/")
+        writeBytes(path, Array((value + "\n").utf8))
+    }
+
+    /// Turns the kernel's link and regular-file protections off until tearDown.
+    func kernelProtectionsOff() {
+        for name in ["fs.protected_symlinks", "fs.protected_regular", "fs.protected_hardlinks"] {
+            let path = "/proc/sys/" + name.replacingOccurrences(of: ".", with: "/")
+            let value = readText(path).trimmingCharacters(in: .whitespacesAndNewlines)
+            savedSysctls.append((name, value))
+            writeSysctl(name, "0")
+        }
+    }
+
+    /// Runs a shell command as the attacker.
+    @discardableResult
+    func asAttacker(_ command: String) -> Int32? {
+        let result = TestSupport.run("/usr/bin/setpriv", ["--reuid=\(Self.attacker)", "--regid=\(Self.attacker)", "--clear-groups",
+                                              "/bin/sh", "-c", command])
+        XCTAssertEqual(result.status.code, 0, "as uid \(Self.attacker): \(command): \(result.stderr)")
+        return result.status.code
+    }
+
+    /// The log directory, shared like /tmp (sticky, everyone writes).
+    func stickyShared() { chmod(scratch.path, 0o1777) }
+
+    /// The log directory, owned by a service user (the attacker) that a root daemon logs into.
+    func ownedByAttacker() {
+        chown(scratch.path, Self.attacker, Self.attacker)
+        chmod(scratch.path, 0o755)
+    }
+
+    func assertVictimUntouched(_ file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(readBytes(victim), victimBytes, "the attacker's target was changed", file: file, line: line)
+    }
+
+    func assertRefused(_ body: () throws -> Void, _ what: String, kind: MMLogError.Kind = .unsafeFile,
+                       file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), what, file: file, line: line) { error in
+            XCTAssertEqual((error as? MMLogError)?.kind, kind, "\(what): \(error)", file: file, line: line)
+        }
+    }
+
+    /// Runs `mmlog` with a deadline: a tool that blocks (on a FIFO) is killed and reported.
+    func mmlog(_ arguments: [String], seconds: Double = 5) -> (status: String?, stderr: String) {
+        let child = spawn(product("mmlog"), arguments)
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + UInt64(seconds * 1e9)
+        while nowNanoseconds(CLOCK_MONOTONIC) < deadline {
+            var raw: Int32 = 0
+            if waitpid(child.pid, &raw, WNOHANG) == child.pid {
+                let status = raw & 0x7f == 0 ? "exit \((raw >> 8) & 0xff)" : "signal \(raw & 0x7f)"
+                return (status, child.stderrText())
+            }
+            usleep(5_000)
+        }
+        child.kill()
+        _ = child.wait()
+        return (nil, "still running after \(seconds) s")
+    }
+
+    // MARK: 1. Symbolic links and hard links
+
+    func testASymlinkPlantedAtTheLogOrItsMetadataIsNeverFollowed() throws {
+        try requireRoot()
+        kernelProtectionsOff()
+        stickyShared()
+        let path = scratch.file("app.log")
+        asAttacker("ln -s '\(victim)' '\(path)'")
+        assertRefused({ _ = try MMLog(path: path) }, "a symlink at the data file's name")
+        assertVictimUntouched()
+        XCTAssertNil(fileSize(path + ".mmlog"), "a refused open left metadata behind")
+
+        unlink(path)
+        asAttacker("ln -s '\(victim)' '\(path).mmlog'")
+        assertRefused({ _ = try MMLog(path: path) }, "a symlink at the metadata's name")
+        assertVictimUntouched()
+        assertRefused({ _ = try MMLogReader(path: path + ".mmlog") }, "a reader of the symlink")
+    }
+
+    func testAHardLinkToAnotherFileIsRefused() throws {
+        try requireRoot()
+        kernelProtectionsOff()
+        ownedByAttacker()
+        let path = scratch.file("app.log")
+        XCTAssertEqual(link(victim, path), 0, "link: \(errno)")
+        assertRefused({ _ = try MMLog(path: path) }, "a hard link at the data file's name")
+        assertVictimUntouched()
+    }
+
+    // MARK: 2. Files planted in a shared directory
+
+    func testFilesAnotherUserPlantedInAStickyDirectoryAreRefused() throws {
+        try requireRoot()
+        kernelProtectionsOff()
+        stickyShared()
+        let path = scratch.file("app.log")
+        asAttacker("umask 0; : > '\(path)'; : > '\(path).mmlog'")
+        assertRefused({ _ = try MMLog(path: path) }, "planted data and metadata")
+        unlink(path)
+        assertRefused({ _ = try MMLog(path: path) }, "planted metadata alone")
+        XCTAssertNil(fileSize(path), "a refused open created the data file")
+        unlink(path + ".mmlog")
+        asAttacker("umask 0; : > '\(path)'")
+        assertRefused({ _ = try MMLog(path: path) }, "a planted data file alone")
+        XCTAssertNil(fileSize(path + ".mmlog"), "a refused open left metadata behind")
+
+        // Our own files in the same directory are fine.
+        let own = scratch.file("own.log")
+        let log = try MMLog(path: own)
+        try log.append("ours\n")
+        try log.close()
+        XCTAssertEqual(readText(own), "ours\n")
+    }
+
+    func testAWorldWritableDirectoryWithoutTheStickyBitIsRefusedToWriters() throws {
+        chmod(scratch.path, 0o777)
+        assertRefused({ _ = try MMLog(path: self.scratch.file("app.log")) }, "an insecure directory")
+    }
+
+    // MARK: 3. A crafted retired sibling
+
+    func testACraftedRetiredSiblingCannotMakeARotationCutAFile() throws {
+        try requireRoot()
+        kernelProtectionsOff()
+        ownedByAttacker()
+        let path = scratch.file("r.log")
+        let log = try MMLog(path: path)
+        for i in 0..<100 { try log.append("line \(i)\n") }
+        try log.close()
+        // The attacker copies the metadata, marks the copy retired at 0 and points a
+        // look-alike name at the victim.
+        var header = readBytes(path + ".mmlog")
+        header.withUnsafeMutableBytes { raw in
+            let cursor = raw.load(fromByteOffset: MetadataLayout.cursorOffset, as: UInt64.self)
+            raw.storeBytes(of: cursor | Cursor.retiredBit, toByteOffset: MetadataLayout.cursorOffset, as: UInt64.self)
+            raw.storeBytes(of: UInt64(0), toByteOffset: MetadataLayout.retiredAtOffset, as: UInt64.self)
+        }
+        writeBytes(scratch.file("r.log.evil.mmlog"), header)
+        chown(scratch.file("r.log.evil.mmlog"), Self.attacker, Self.attacker)
+        asAttacker("ln -s '\(victim)' '\(scratch.file("r.log.evil"))'")
+
+        let result = TestSupport.run(product("mmlog"), ["rotate", path])
+        XCTAssertEqual(result.status.code, 0, result.stderr)
+        assertVictimUntouched()
+    }
+
+    // MARK: 4. Planted names and pruning
+
+    func testPlantedRotationNamesDoNotSteerPruning() throws {
+        try requireRoot()
+        kernelProtectionsOff()
+        stickyShared()
+        let path = scratch.file("r.log")
+        let log = try MMLog(path: path)
+        for round in 0..<3 {
+            try log.append("round \(round)\n")
+            XCTAssertTrue(try log.rotate())
+        }
+        try log.append("round 3\n")
+        try log.close()
+        let genuine = try FileManager.default.contentsOfDirectory(atPath: scratch.path)
+            .filter { $0.hasPrefix("r.log.2") && !$0.hasSuffix(".mmlog") }.sorted()
+        XCTAssertEqual(genuine.count, 3)
+        asAttacker("touch '\(path).99999999T999999Z' '\(path).99999999T999999Z-2'")
+
+        let result = TestSupport.run(product("mmlog"), ["rotate", "--keep", "2", path])
+        XCTAssertEqual(result.status.code, 0, result.stderr)
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path)
+            .filter { $0.hasPrefix("r.log.2") && !$0.hasSuffix(".mmlog") }.sorted()
+        XCTAssertEqual(left.count, 2, "kept: \(left)")
+        XCTAssertEqual(left.first, genuine.last, "the newest genuine rotated file was pruned: \(left)")
+        XCTAssertEqual(readText(scratch.file(left.last!)), "round 3\n", "the file just rotated")
+    }
+
+    // MARK: 7. The CLI on odd files
+
+    func testTheToolRefusesFIFOsDirectoriesAndMissingLogsAtOnce() throws {
+        let fifo = scratch.file("fifo.log")
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        for command in [["cat", fifo], ["stat", fifo], ["tail", "-n", "1", fifo], ["recover", fifo], ["rotate", fifo]] {
+            let (status, stderr) = mmlog(command)
+            XCTAssertEqual(status, "exit 1", "mmlog \(command.joined(separator: " ")): \(stderr)")
+            XCTAssertTrue(stderr.contains(fifo), "the error names the file: \(stderr)")
+        }
+        // A FIFO at the metadata's name beside a regular data file.
+        let plain = scratch.file("plain.log")
+        writeBytes(plain, Array("a line\n".utf8))
+        XCTAssertEqual(mkfifo(plain + ".mmlog", 0o644), 0)
+        for command in [["cat", plain], ["stat", plain], ["tail", "-n", "1", plain]] {
+            let (status, stderr) = mmlog(command)
+            XCTAssertEqual(status, "exit 1", "mmlog \(command.joined(separator: " ")) with a FIFO metadata: \(stderr)")
+        }
+
+        let directory = scratch.file("d")
+        XCTAssertEqual(mkdir(directory, 0o755), 0)
+        for command in [["stat", directory], ["recover", directory], ["rotate", directory], ["cat", directory]] {
+            let (status, stderr) = mmlog(command)
+            XCTAssertEqual(status, "exit 1", "mmlog \(command.joined(separator: " ")) on a directory: \(stderr)")
+        }
+        XCTAssertNil(fileSize(directory + ".mmlog"), "a refused rotate left d.mmlog behind")
+
+        let missing = scratch.file("missing.log")
+        for command in [["rotate", missing], ["recover", missing]] {
+            let (status, stderr) = mmlog(command)
+            XCTAssertEqual(status, "exit 1", "mmlog \(command.joined(separator: " ")) of a missing log: \(stderr)")
+        }
+        XCTAssertNil(fileSize(missing), "mmlog created a log that did not exist")
+        XCTAssertNil(fileSize(missing + ".mmlog"), "mmlog created metadata for a log that did not exist")
+    }
+}
+
+extension Child {
+    /// What the child wrote to stderr, once reaped elsewhere (the file is removed).
+    func stderrText() -> String {
+        let text = readText(stderrPath)
+        unlink(stderrPath)
+        return text
+    }
+}
