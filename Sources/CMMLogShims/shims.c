@@ -77,10 +77,12 @@ void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge
 #ifdef MADV_HUGEPAGE
     if (huge) (void)madvise(p, len, MADV_HUGEPAGE);
 #endif
+    mmlog_fork_guard_map(p, len);
     return p;
 }
 
 int mmlog_fence_off(void *addr, size_t len) {
+    mmlog_fork_guard_unmap(addr);
     void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? -1 : 0;
 }
@@ -150,8 +152,46 @@ void mmlog_fork_guard_remove(int fd) {
     }
 }
 
+/* Shared mappings of a log's files: each holds a reference to its open file description,
+ * so a child's copy would keep the parent's OFD locks alive as its descriptors would. */
+#define MMLOG_FORK_GUARD_MAPS 8192
+static struct { uintptr_t addr; size_t len; } fork_guard_maps[MMLOG_FORK_GUARD_MAPS];
+
+void mmlog_fork_guard_map(void *addr, size_t len) {
+    for (int i = 0; i < MMLOG_FORK_GUARD_MAPS; i++) {
+        uintptr_t expected = 0;
+        if (__atomic_compare_exchange_n(&fork_guard_maps[i].addr, &expected, (uintptr_t)addr, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            __atomic_store_n(&fork_guard_maps[i].len, len, __ATOMIC_SEQ_CST);
+            return;
+        }
+    }
+}
+
+void mmlog_fork_guard_unmap(void *addr) {
+    for (int i = 0; i < MMLOG_FORK_GUARD_MAPS; i++) {
+        if (__atomic_load_n(&fork_guard_maps[i].addr, __ATOMIC_SEQ_CST) == (uintptr_t)addr) {
+            __atomic_store_n(&fork_guard_maps[i].len, 0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&fork_guard_maps[i].addr, 0, __ATOMIC_SEQ_CST);
+            return;
+        }
+    }
+}
+
+int mmlog_unmap(void *addr, size_t len) {
+    mmlog_fork_guard_unmap(addr);
+    return munmap(addr, len);
+}
+
 static void clear_hot_in_child(void) {
     memset(&mmlog_hot_entry, 0, sizeof mmlog_hot_entry);
+    /* Private zero pages in place of each shared mapping: the addresses stay reserved (the
+     * child's copy of the handle may unmap them later), the files' descriptions are let go. */
+    for (int i = 0; i < MMLOG_FORK_GUARD_MAPS; i++) {
+        uintptr_t addr = __atomic_load_n(&fork_guard_maps[i].addr, __ATOMIC_SEQ_CST);
+        size_t len = __atomic_load_n(&fork_guard_maps[i].len, __ATOMIC_SEQ_CST);
+        if (addr == 0 || len == 0) continue;
+        mmap((void *)addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    }
     int null = -1;
     for (int i = 0; i < MMLOG_FORK_GUARD_SLOTS; i++) {
         int fd = __atomic_load_n(&fork_guard[i], __ATOMIC_SEQ_CST) - 1;

@@ -135,7 +135,7 @@ package enum Sys {
     }
 
     static func unmap(_ address: UnsafeMutableRawPointer, _ length: Int) {
-        _ = munmap(address, length)
+        _ = mmlog_unmap(address, length)
     }
 
     /// Replaces a shared mapping with private zero pages at the same address (see

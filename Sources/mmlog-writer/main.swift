@@ -56,6 +56,8 @@ struct Writer: ParsableCommand {
     var flushPauseMs: Int?
     @Flag(help: "Fork after the records: the child must find the inherited handle refused and close it; the parent then waits for --resume-file, appends as many again and closes.")
     var forkTest = false
+    @Flag(help: "Right after opening the log, fork a child that never touches it and sleeps until killed (a prefork worker, a helper before exec); print 'sleeper <pid>'.")
+    var forkSleeper = false
 
     func validate() throws {
         if size < 1 { throw ValidationError("--size must be at least 1") }
@@ -86,6 +88,13 @@ struct Writer: ParsableCommand {
         } catch {
             printError("mmlog-writer: \(error)")
             throw ExitCode.failure
+        }
+        if forkSleeper {
+            let child = fork()
+            if child == 0 {
+                while true { pause() }
+            }
+            printOut("sleeper \(child)")
         }
         let failures = Failures()
         if swiftLog {

@@ -204,6 +204,31 @@ final class FailureTests: XCTestCase {
 
     // MARK: fork
 
+    /// A process killed while it flushes, whose fork() child (which never touches the log)
+    /// lives on: the child's copies of the descriptors kept the parent's OFD locks alive, and
+    /// every other process's sync() hung (6 runs of 6).
+    func testAForkChildOfAWriterKilledInSyncDoesNotWedgeSync() throws {
+        let path = scratch.file("fork-sync.log")
+        let output = scratch.file("flusher.out")
+        let flusher = writer(path, ["--worker", "0", "--ops", "100", "--size", "40", "--text", "--sync-every", "1",
+                                    "--flush-pause-ms", "60000", "--fork-sleeper"], stdout: output)
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        while !readText(output).contains("flushing") && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(5_000) }
+        let sleeper = reports(output, "sleeper ").first.flatMap { pid_t($0) }
+        defer { if let sleeper { kill(sleeper, SIGKILL); var raw: Int32 = 0; _ = waitpid(sleeper, &raw, WNOHANG) } }
+        XCTAssertNotNil(sleeper, readText(output))
+        XCTAssertTrue(readText(output).contains("flushing"), "the flusher never flushed: \(readText(output))")
+        flusher.kill()
+        _ = flusher.wait()
+
+        let other = writer(path, ["--worker", "1", "--ops", "20", "--size", "40", "--text", "--sync-every", "1"])
+        let watched = Watched([other])
+        let limit = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        while !watched.poll() && nowNanoseconds(CLOCK_MONOTONIC) < limit { usleep(10_000) }
+        if !watched.poll() { other.kill(); _ = watched.waitAll() }
+        XCTAssertEqual(watched.statuses[0]?.code, 0, "another process's sync() hung behind the dead flusher's child: \(watched.stderrs[0] ?? "")")
+    }
+
     func testAForkedChildNeitherAppendsNorTouchesTheParentsLocks() throws {
         let path = scratch.file("fork.log")
         let resume = scratch.file("resume")

@@ -134,5 +134,12 @@ int mmlog_clear_nonblock(int fd);
 /// exec would otherwise hold them for ever). The child cannot use the handle anyway.
 void mmlog_fork_guard_add(int fd);
 void mmlog_fork_guard_remove(int fd);
+/// The same for shared mappings (a mapping holds its file's description too): registered by
+/// `mmlog_map_aligned`, let go by `mmlog_unmap` and `mmlog_fence_off`; replaced by private
+/// zero pages in the child.
+void mmlog_fork_guard_map(void *_Nonnull addr, size_t len);
+void mmlog_fork_guard_unmap(void *_Nonnull addr);
+/// munmap, and forgets the mapping for the fork guard.
+int mmlog_unmap(void *_Nonnull addr, size_t len);
 
 #endif
