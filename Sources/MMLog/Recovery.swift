@@ -79,8 +79,17 @@ enum Recovery {
             try Sys.fsync(metadataFD, metadataPath)
         }
         report.cursorAfter = Int(Cursor.offset(meta.cursor.load(ordering: .relaxed)))
+        lowerDurableToCursor(meta)
         if report.repaired && !report.headerWasStale { meta.recoveries += 1 }
         return report.repaired ? report : nil
+    }
+
+    /// Nothing above the cursor is durable: after the data file was cut from outside (`: >
+    /// app.log`) or the header was restored, a durable watermark left above the new cursor
+    /// made every sync() return at once, with no flush. Run alone (no flusher can be at work).
+    static func lowerDurableToCursor(_ meta: Metadata) {
+        let cursor = Cursor.offset(meta.cursor.load(ordering: .relaxed))
+        if meta.durable.load(ordering: .relaxed) > cursor { meta.durable.store(cursor, ordering: .relaxed) }
     }
 
     /// Upgrades a version 1 header (already mapped at version 2's size) in place, then
@@ -241,8 +250,10 @@ extension MMLog {
         // Never creates a log: the data file must be there (a regular file), and without
         // metadata it is a plain file, left as it is.
         let directory = try LogDirectory(of: path)
-        try directory.requireExisting(LogDirectory.name(of: path), for: "recover")
-        guard directory.exists(LogDirectory.name(of: path) + ".mmlog") else {
+        let name = LogDirectory.name(of: path)
+        if directory.exists(name) { try directory.requireExisting(name, for: "recover") }
+        if directory.exists(name + ".mmlog") { try directory.requireExisting(name + ".mmlog", for: "recover") }
+        guard directory.exists(name) && directory.exists(name + ".mmlog") else {
             return RecoveryReport(path: path, found: [])
         }
         let log = try MMLog(path: path, options: Options(prefault: .none, hugePages: false, prefetch: false), mode: .recover)

@@ -77,4 +77,26 @@ final class DurabilityTests: XCTestCase {
         XCTAssertEqual(log.durableOffset, 4)
         try log.close()
     }
+
+    /// Another program cut the data file (`: > app.log`) while the log was closed: recovery
+    /// lowered the cursor but left the durable watermark above it, and three sync() calls
+    /// after new appends made no flush at all.
+    func testSyncFlushesAfterTheDataFileWasCutFromOutside() throws {
+        let path = scratch.file("cut.log")
+        var log = try MMLog(path: path)
+        for i in 0..<100 { try log.append("before the cut \(i)\n") }
+        try log.sync()
+        try log.close()
+        XCTAssertEqual(truncate(path, 0), 0)
+        log = try MMLog(path: path)
+        let flushesBefore = log.flushCount
+        for round in 0..<3 {
+            try log.append("after the cut \(round)\n")
+            try log.sync()
+        }
+        XCTAssertEqual(log.flushCount - flushesBefore, 3, "sync() returned without flushing records made after the cut")
+        XCTAssertLessThanOrEqual(log.durableOffset, log.endOffset)
+        try log.close()
+        XCTAssertEqual(readText(path), "after the cut 0\nafter the cut 1\nafter the cut 2\n")
+    }
 }
