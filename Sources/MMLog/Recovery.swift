@@ -124,6 +124,7 @@ enum Recovery {
             }
         }
         let everything = meta.idleBound  // all of it is written or a hole: everyone is gone
+        var unwrittenTail = UInt64.max
         for i in inFlight {
             let state = meta.slotState(i).load(ordering: .acquiring)
             report.deadWriters += 1
@@ -131,8 +132,19 @@ enum Recovery {
             if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles(), resume: &resume) {
                 meta.recordHole(hole.lowerBound, hole.upperBound)
                 report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
+            } else if resume < everything {
+                unwrittenTail = min(unwrittenTail, resume)  // its zeros run to the end: see below
             }
             meta.slotState(i).store(meta.idleBound, ordering: .releasing)
+        }
+        // A writer that died before publishing the newest reservation left zeros up to the
+        // cursor, which no later record bounds: with everyone gone, give them back (the next
+        // record overwrites them) rather than leave NUL bytes in a text log.
+        let word = meta.cursor.load(ordering: .relaxed)
+        if unwrittenTail != .max && Cursor.offset(word) == everything && unwrittenTail < everything {
+            report.found.append("\(everything - unwrittenTail) bytes at \(unwrittenTail), reserved by a writer that died before writing them, were given back")
+            _ = meta.cursor.exchange(Cursor.make(offset: unwrittenTail, gen: Cursor.gen(word) &+ 1, flags: word & Cursor.retiredBit),
+                                     ordering: .releasing)
         }
         if report.deadWriters > 0 {
             report.found.append("\(report.deadWriters) writer(s) died in the middle of an append; their ranges are recorded as holes")

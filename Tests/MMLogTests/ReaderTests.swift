@@ -124,6 +124,29 @@ final class ReaderTests: XCTestCase {
         try deadWriterIsPassedAndSkipped(published: false)
     }
 
+    /// The writer that died before publishing held the *newest* reservation: nothing after
+    /// it bounds its zeros. `mmlog cat` showed its 50 NUL bytes, and after `mmlog recover`
+    /// (which said they were recorded as holes) and a new append they were still there.
+    func testAWriterDeadBeforePublishingTheNewestReservationShowsNoNULs() throws {
+        let path = scratch.file("newest.log")
+        let dead = textWriter(path, worker: 1, ops: 100, size: 50, extra: ["--abandon-after", "100", "--abandon-unpublished"])
+        XCTAssertTrue(dead.wait().status.succeeded)
+        let before = mmlog(["cat", path])
+        XCTAssertEqual(before.status.code, 0, before.stderr)
+        XCTAssertFalse(before.stdout.utf8.contains(0), "mmlog cat of the live log shows the dead writer's zeros")
+        XCTAssertEqual(TextLines.check(Array(before.stdout.utf8), size: 50).perWorker[1], Array(0..<100))
+        let recovered = mmlog(["recover", path])
+        XCTAssertEqual(recovered.status.code, 0, recovered.stderr)
+        let log = try MMLog(path: path)
+        try log.append(TextLines.line(worker: 2, index: 0, size: 50))
+        try log.close()
+        let after = readBytes(path)
+        XCTAssertFalse(after.contains(0), "NUL bytes left in the data file after recovery and an append")
+        let check = TextLines.check(after, size: 50)
+        XCTAssertEqual(check.perWorker[1], Array(0..<100))
+        XCTAssertEqual(check.perWorker[2], [0])
+    }
+
     func deadWriterIsPassedAndSkipped(published: Bool) throws {
         let path = scratch.file("dead.log")
         let survivor = try MMLog(path: path)
