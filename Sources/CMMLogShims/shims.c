@@ -9,6 +9,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,6 +128,12 @@ int mmlog_futex_wake_all(uint32_t *word) {
 int32_t mmlog_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 int mmlog_errno(void) { return errno; }
+
+uint64_t mmlog_random64(void) {
+    uint64_t value = 0;
+    if (getrandom(&value, sizeof value, GRND_NONBLOCK) != (ssize_t)sizeof value) return 0;
+    return value;
+}
 
 int mmlog_clear_nonblock(int fd) {
     int flags = fcntl(fd, F_GETFL);

@@ -138,8 +138,8 @@ extension MMLog {
         defer { file.leaveSlowPath() }
         let offset = try file.overflow.withLock { (_: inout Void) throws(MMLogError) -> Int? in
             let byte = MetadataLayout.slotLockBase + LogFile.overflowSlot
-            _ = try Sys.lockByte(file.metadataFD, byte, F_WRLCK, wait: true, "\(file.metadataPath) overflow slot")
-            defer { Sys.unlockByte(file.metadataFD, byte) }
+            try file.locks.take(byte, F_WRLCK, wait: true, "overflow slot")
+            defer { file.locks.release(byte) }
             var entry = mmlog_hot_t()
             fill(&entry, file: file, slot: LogFile.overflowSlot)
             return try withUnsafeMutablePointer(to: &entry) { (hot) throws(MMLogError) -> Int? in

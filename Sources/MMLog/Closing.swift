@@ -47,9 +47,9 @@ extension LogFile {
     func trimIfAlone() throws(MMLogError) -> Bool {
         try withGrowLock { () throws(MMLogError) -> Bool in
             // Upgrade our shared attach lock; this fails while anyone else holds it.
-            guard try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach")
+            guard try locks.take(MetadataLayout.attachLockByte, F_WRLCK, wait: false, "attach")
             else { return false }
-            defer { _ = try? Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_RDLCK, wait: true, "\(metadataPath) attach") }
+            defer { _ = try? locks.take(MetadataLayout.attachLockByte, F_RDLCK, wait: true, "attach") }
             try truncateToCursor()
             return true
         }
@@ -122,9 +122,9 @@ extension LogFile {
         var finished = false
         // Drop our shared lock, then try for the exclusive one: of several handles closing at
         // once, at least the last to try succeeds, so the file always ends trimmed.
-        Sys.unlockByte(metadataFD, MetadataLayout.attachLockByte)
+        locks.release(MetadataLayout.attachLockByte)
         do throws(MMLogError) {
-            if try Sys.lockByte(metadataFD, MetadataLayout.attachLockByte, F_WRLCK, wait: false, "\(metadataPath) attach") {
+            if try locks.take(MetadataLayout.attachLockByte, F_WRLCK, wait: false, "attach") {
                 try growLock.withLock { (_: inout Void) throws(MMLogError) in
                     try truncateToCursor()
                     header.clean.store(1, ordering: .relaxed)
@@ -140,11 +140,12 @@ extension LogFile {
         if retired && !finished { try? Sys.fdatasync(dataFD, path) }
         fenceOff()
         // The header no longer maps the file, and no chunk does: closing the descriptors
-        // drops every OFD lock this handle held (attach, data, slots, handle entry).
+        // and the lock file drops every OFD lock this handle held (attach, data, slots, handle entry).
         mmlog_fork_guard_remove(dataFD)
         mmlog_fork_guard_remove(metadataFD)
         Sys.close(dataFD)
         Sys.close(metadataFD)
+        Locks.closeFile(locks.fd)
         if let trimError { throw trimError }
     }
 
@@ -177,5 +178,6 @@ extension LogFile {
         mmlog_fork_guard_remove(metadataFD)
         Sys.close(dataFD)
         Sys.close(metadataFD)
+        Locks.closeFile(locks.fd)
     }
 }

@@ -97,10 +97,10 @@ extension LogFile {
     /// Flushes if no one else (in any process) is flushing; returns whether it did.
     private func flushIfNobodyIs() throws(MMLogError) -> Bool {
         guard let flushed = try flushLock.withLockIfAvailable({ (_: inout Void) throws(MMLogError) -> Bool in
-            guard try Sys.lockByte(metadataFD, MetadataLayout.flushLockByte, F_WRLCK, wait: false, "\(metadataPath) flush") else {
+            guard try locks.take(MetadataLayout.flushLockByte, F_WRLCK, wait: false, "flush") else {
                 return false
             }
-            defer { Sys.unlockByte(metadataFD, MetadataLayout.flushLockByte) }
+            defer { locks.release(MetadataLayout.flushLockByte) }
             let number = header.flushStarted.load(ordering: .relaxed) &+ 1
             header.flushStarted.store(number, ordering: .releasing)
             MMLog.testFlushHook?()

@@ -64,6 +64,12 @@ package final class LogDirectory {
         return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
     }
 
+    /// `name` beside `path`, spelled as `path` spells its directory.
+    package static func sibling(of path: String, named name: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return name }
+        return String(path[...slash]) + name
+    }
+
     /// The full path of `name` here, for messages and for callers that keep paths.
     func describe(_ name: String) -> String { path == "." ? name : path == "/" ? "/" + name : path + "/" + name }
 

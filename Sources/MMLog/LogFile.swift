@@ -15,6 +15,8 @@ final class LogFile: @unchecked Sendable {
     let metadataPath: String
     let dataFD: Int32
     let metadataFD: Int32
+    /// This log's OFD locks (in its lock file).
+    let locks: Locks
     let header: Metadata
     let cursor: UnsafeAtomic<UInt64>
     let fileSize: UnsafeAtomic<UInt64>
@@ -53,12 +55,13 @@ final class LogFile: @unchecked Sendable {
 
     private static let nextID = Atomic<UInt64>(1)
 
-    init(path: String, metadataPath: String, dataFD: Int32, metadataFD: Int32, header: Metadata,
+    init(path: String, metadataPath: String, dataFD: Int32, metadataFD: Int32, locks: Locks, header: Metadata,
          options: MMLog.Options, recovery: RecoveryReport?, handleEntry: Int?) {
         self.path = path
         self.metadataPath = metadataPath
         self.dataFD = dataFD
         self.metadataFD = metadataFD
+        self.locks = locks
         self.header = header
         self.cursor = header.cursor
         self.fileSize = header.fileSize
@@ -89,8 +92,8 @@ final class LogFile: @unchecked Sendable {
     /// metadata's grow byte (the kernel releases it if we die inside).
     func withGrowLock<T>(_ body: () throws(MMLogError) -> T) throws(MMLogError) -> T {
         try growLock.withLock { (_: inout Void) throws(MMLogError) -> T in
-            _ = try Sys.lockByte(metadataFD, MetadataLayout.growLockByte, F_WRLCK, wait: true, "\(metadataPath) grow")
-            defer { Sys.unlockByte(metadataFD, MetadataLayout.growLockByte) }
+            try locks.take(MetadataLayout.growLockByte, F_WRLCK, wait: true, "grow")
+            defer { locks.release(MetadataLayout.growLockByte) }
             return try body()
         }
     }

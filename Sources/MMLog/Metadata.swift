@@ -1,6 +1,6 @@
 import Atomics
 
-/// The metadata file `<path>.mmlog`, format version 2: the one place that declares the shared
+/// The metadata file `<path>.mmlog`, format version 3: the one place that declares the shared
 /// layout, who writes each field, and the memory order of every access.
 ///
 /// The file is `metadataSize` bytes, mapped `MAP_SHARED` by every writer (read-write) and every
@@ -12,7 +12,7 @@ import Atomics
 /// page 0: the header
 /// offset size field          written by                               memory order
 ///      0    8 magic          creator / upgrader, before state = ready  plain; published by state
-///      8    4 version (2)    creator                                   plain
+///      8    4 version (3)    creator                                   plain
 ///     12    4 headerSize     creator (4096: page 0)                    plain
 ///     16    4 pageSize       creator                                   plain
 ///     20    4 slotCount      creator (the last slot is the overflow)   plain
@@ -28,7 +28,9 @@ import Atomics
 ///    104   16 bootID         /proc/sys/kernel/random/boot_id } open
 ///    120    4 recoveries     count of recoveries run (for stat)        plain, under the init lock
 ///    128    8 fileSize       grower (grow lock), trimmer, recovery     releasing store / acquiring load
-///    136   24 (reserved: zero; once grow hints, read by nothing)
+///    136    8 lockRegion     creator / upgrader: this log's region of   plain, before state = ready
+///                            the lock file (see `Locks`)
+///    144   16 (reserved: zero; once grow hints, read by nothing)
 ///    192    8 cursor         every append: fetch-add (see `Cursor`)    acquiring-and-releasing RMW;
 ///                                                                      every other change an RMW too
 ///    256    8 durable        flusher: all below it is on the device    releasing store / acquiring load
@@ -52,6 +54,8 @@ import Atomics
 ///                            option): the size that triggers rotation
 ///    920    8 crossingEnd    grower (grow lock): the end of the record relaxed, under the grow lock;
 ///                            that crosses rotateAtBytes               readers: under the rotate lock
+///    928    4 lockNameLength creator / upgrader: the lock file's name   plain, before state = ready
+///    932   92 lockName       (`<name>.mmlog-lock`, beside the log)
 ///   1024    4 retiredNameLength  rotator (rotate lock): the name the  plain, under the rotate lock,
 ///   1028 1000 retiredName        data file is retired under           before the retired bit is set
 ///   2048 2048 handles        128 x 16 bytes: pid (4), in use (4),      plain, by the handle that
@@ -62,9 +66,12 @@ import Atomics
 ///       earlier hole is cut back to below `start` (a void gave that range back)
 /// ```
 ///
-/// Locks: OFD locks on single bytes of the metadata file, released by the kernel when their
-/// holder dies (so no dead process can wedge the others):
-/// - byte 0 (`initLockByte`): creation, opening and recovery, exclusive;
+/// Locks: OFD locks on single bytes of the lock file `<path>.mmlog-lock` (version 3; see
+/// `Locks`: only writers can open it, so no reader can stall a writer), released by the kernel
+/// when their holder dies (so no dead process can wedge the others). Byte 0 of the lock file
+/// (`creationLockByte`) is the path's: held while a header is made. The others are this
+/// header's, at `lockRegion` + the byte:
+/// - byte 0 (`initLockByte`): opening and recovery, exclusive;
 /// - byte 1 (`attachLockByte`): shared by every open handle; exclusive means no other handle
 ///   is attached: the condition for trimming, recovery and upgrading;
 /// - byte 2 (`growLockByte`): growing the data file, voiding, recording holes, exclusive;
@@ -72,9 +79,12 @@ import Atomics
 /// - byte 4 (`rotateLockByte`): a rotation in progress, exclusive;
 /// - bytes `handleLockBase + i`: the handle that uses handle entry i, exclusive;
 /// - bytes `slotLockBase + i`: the owner of writer slot i, exclusive.
-/// Every handle also holds a shared OFD lock on byte 0 of the *data* file (`dataLockByte`):
+/// Every handle also holds a shared lock on its data file's byte, `dataLockBase` + its inode:
 /// fresh metadata is written for an existing data file only when that lock can be taken
-/// exclusively, so two metadata files never drive one data file.
+/// exclusively, so two metadata files never drive one data file. Versions 1 and 2 kept the
+/// per-log bytes in the metadata file itself and the data byte at byte 0 of the data file; a
+/// version 3 opener converts such a header in place when it is alone under those old locks
+/// (an old writer attached: refused), and old writers refuse version 3.
 ///
 /// ## The committed watermark
 ///
@@ -144,7 +154,7 @@ import Atomics
 /// reservation).
 package enum MetadataLayout {
     package static let magic: UInt64 = 0x0A1A_474F_4C4D_4D89  // "\x89MMLOG\x1a\n" in little-endian files
-    package static let version: UInt32 = 2
+    package static let version: UInt32 = 3
     package static let headerSize = 4096
     package static let ready: UInt64 = 0x5245_4144_59  // "YDAER"
 
@@ -182,6 +192,10 @@ package enum MetadataLayout {
     package static let rotationsOffset = 904
     package static let rotateAtBytesOffset = 912
     package static let crossingEndOffset = 920
+    package static let lockRegionOffset = 136
+    package static let lockNameOffset = 928
+    package static let lockNameCapacity = 92
+    package static let lockSuffix = ".mmlog-lock"
     package static let retiredNameOffset = 1024
     package static let retiredNameCapacity = 1000
     package static let handlesOffset = 2048
@@ -197,8 +211,10 @@ package enum MetadataLayout {
     package static let holesOffset = slotsOffset + slotCount * slotSize
     package static let metadataSize = holesOffset + holeCapacity * holeEntrySize
 
-    /// Version 1 (one page, no writer table), which version 2 upgrades in place when alone.
+    /// Version 1 (one page, no writer table), which version 3 upgrades in place when alone.
     package static let version1: UInt32 = 1
+    /// Version 2 (version 3's layout, its locks in the metadata file), upgraded in place when alone.
+    package static let version2: UInt32 = 2
 
     // Lock bytes.
     package static let initLockByte = 0
@@ -208,8 +224,14 @@ package enum MetadataLayout {
     package static let rotateLockByte = 4
     package static let handleLockBase = 1024
     package static let slotLockBase = 4096
-    /// The byte of the data file every handle locks shared.
+    /// The byte of the data file every handle locks shared (versions 1 and 2).
     package static let dataLockByte = 0
+    /// In the lock file: the path's creation lock, and where data files' bytes start.
+    package static let creationLockByte = 0
+    package static let dataLockBase = 1 << 50
+    package static let dataLockMask: UInt64 = (1 << 48) - 1
+    /// A header's lock region: a multiple of 2^16 in [2^20, 2^46].
+    package static let lockRegionRange: ClosedRange<UInt64> = (1 << 20)...(1 << 46)
 
     /// Offsets and sizes above this are "beyond reason" (256 TiB): a corrupt header.
     package static let maxOffset: UInt64 = 1 << 48
@@ -350,6 +372,24 @@ struct Metadata {
     }
 
     var magic: UInt64 { base.load(fromByteOffset: MetadataLayout.magicOffset, as: UInt64.self) }
+    var lockRegion: UInt64 {
+        get { base.load(fromByteOffset: MetadataLayout.lockRegionOffset, as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: MetadataLayout.lockRegionOffset, as: UInt64.self) }
+    }
+    /// The lock file's name ("" when the length is out of range).
+    var lockName: String {
+        get {
+            let length = Int(base.load(fromByteOffset: MetadataLayout.lockNameOffset, as: UInt32.self))
+            guard length <= MetadataLayout.lockNameCapacity else { return "" }
+            return String(decoding: UnsafeRawBufferPointer(start: base + MetadataLayout.lockNameOffset + 4, count: length), as: UTF8.self)
+        }
+        nonmutating set {
+            let bytes = Array(newValue.utf8.prefix(MetadataLayout.lockNameCapacity))
+            (base + MetadataLayout.lockNameOffset + 4).initializeMemory(as: UInt8.self, repeating: 0, count: MetadataLayout.lockNameCapacity)
+            bytes.withUnsafeBytes { (base + MetadataLayout.lockNameOffset + 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            base.storeBytes(of: UInt32(bytes.count), toByteOffset: MetadataLayout.lockNameOffset, as: UInt32.self)
+        }
+    }
     var version: UInt32 { base.load(fromByteOffset: MetadataLayout.versionOffset, as: UInt32.self) }
     var headerSize: UInt32 { base.load(fromByteOffset: MetadataLayout.headerSizeOffset, as: UInt32.self) }
     var pageSize: UInt32 { base.load(fromByteOffset: MetadataLayout.pageSizeOffset, as: UInt32.self) }
@@ -436,11 +476,13 @@ struct Metadata {
 
     // MARK: Creation and checks
 
-    /// Writes a fresh version 2 header. The caller holds the init lock, has sized the file to
+    /// Writes a fresh version 3 header. The caller holds the init lock, has sized the file to
     /// `metadataSize`, and publishes it afterwards with `state.store(ready, ordering: .releasing)`
     /// (paired with the acquiring load in `open`).
-    func initialize(pageSize: Int, chunkSize: Int, dataSize: Int, rotateAtBytes: Int) {
+    func initialize(pageSize: Int, chunkSize: Int, dataSize: Int, rotateAtBytes: Int, lockRegion: UInt64, lockName: String) {
         base.initializeMemory(as: UInt8.self, repeating: 0, count: MetadataLayout.metadataSize)
+        self.lockRegion = lockRegion
+        self.lockName = lockName
         base.storeBytes(of: MetadataLayout.magic, toByteOffset: MetadataLayout.magicOffset, as: UInt64.self)
         base.storeBytes(of: MetadataLayout.version, toByteOffset: MetadataLayout.versionOffset, as: UInt32.self)
         base.storeBytes(of: UInt32(MetadataLayout.headerSize), toByteOffset: MetadataLayout.headerSizeOffset, as: UInt32.self)
@@ -464,8 +506,8 @@ struct Metadata {
             }
             return (.corruptMetadata, "bad magic 0x\(String(magic, radix: 16))")
         }
-        if version != L.version && version != L.version1 {
-            return (.incompatibleMetadata, "format version \(version), this MMLog reads versions 1 and \(L.version)")
+        if version != L.version && version != L.version2 && version != L.version1 {
+            return (.incompatibleMetadata, "format version \(version), this MMLog reads versions 1 to \(L.version)")
         }
         if headerSize != UInt32(L.headerSize) {
             return (.corruptMetadata, "header size \(headerSize), expected \(L.headerSize)")
@@ -493,7 +535,16 @@ struct Metadata {
             return (.corruptMetadata, "table sizes \(slotCount) slots, \(holeCapacity) holes, \(metadataSize) bytes; expected \(L.slotCount), \(L.holeCapacity), \(L.metadataSize)")
         }
         if length < L.metadataSize {
-            return (.corruptMetadata, "the file is \(length) bytes; version 2 metadata is \(L.metadataSize)")
+            return (.corruptMetadata, "the file is \(length) bytes; version \(version) metadata is \(L.metadataSize)")
+        }
+        if version == L.version {
+            let region = lockRegion
+            if !L.lockRegionRange.contains(region) || region & 0xFFFF != 0 {
+                return (.corruptMetadata, "lock region \(region) out of range")
+            }
+            if !Locks.validName(lockName) {
+                return (.corruptMetadata, "lock file name \"\(lockName)\" is not <name>\(L.lockSuffix)")
+            }
         }
         if size > L.maxOffset || Cursor.offset(word) > L.maxLogSize + (1 << 33) || word & ~(Cursor.offsetMask | Cursor.genMask | Cursor.flagMask) != 0 {
             return (.corruptMetadata, "cursor 0x\(String(word, radix: 16)) or file size \(size) out of range")

@@ -13,6 +13,10 @@ import Atomics
 /// writers have all closed, and a plain file with no metadata (then everything is committed).
 ///
 /// Not thread-safe: use one reader per thread.
+/// A reader's view of a log's metadata: its descriptor, the read-only mapping, and how it
+/// tells live writers from dead ones.
+typealias ReaderMetadata = (fd: Int32, header: Metadata, length: Int, liveness: Liveness)
+
 public final class MMLogReader {
     /// The data file.
     public let path: String
@@ -22,7 +26,7 @@ public final class MMLogReader {
     public var hasMetadata: Bool { metadata != nil }
 
     private let dataFD: Int32
-    private var metadata: (fd: Int32, header: Metadata, length: Int)?
+    private var metadata: ReaderMetadata?
     /// The highest watermark computed so far (watermarks may move backwards; every one is valid).
     private var watermarkSeen: UInt64 = 0
     /// Slots seen in flight whose owner had died: not waited for.
@@ -59,7 +63,7 @@ public final class MMLogReader {
             } catch where error.errno == ENOENT {
                 throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", errno: ENOENT, detail: "no such file")
             }
-            let found: (fd: Int32, header: Metadata, length: Int)?
+            let found: ReaderMetadata?
             do throws(MMLogError) {
                 found = try Self.openMetadata(metadataPath, path: path, in: directory)
             } catch {
@@ -71,6 +75,7 @@ public final class MMLogReader {
                let identity = try? Sys.identity(fd, path),
                identity != FileIdentity(device: found.header.dataDevice, inode: found.header.dataInode) {
                 Sys.unmap(found.header.base, found.length)
+                found.liveness.close()
                 Sys.close(found.fd)
                 if attempts < 50 {
                     Sys.close(fd)
@@ -90,13 +95,14 @@ public final class MMLogReader {
     deinit {
         if let metadata {
             Sys.unmap(metadata.header.base, metadata.length)
+            metadata.liveness.close()
             Sys.close(metadata.fd)
         }
         Sys.close(dataFD)
     }
 
     /// Maps the metadata read-only; nil when there is none (a plain file).
-    private static func openMetadata(_ metadataPath: String, path: String, in directory: LogDirectory) throws(MMLogError) -> (fd: Int32, header: Metadata, length: Int)? {
+    private static func openMetadata(_ metadataPath: String, path: String, in directory: LogDirectory) throws(MMLogError) -> ReaderMetadata? {
         let fd: Int32
         do throws(MMLogError) {
             fd = try directory.open(LogDirectory.name(of: metadataPath), O_RDONLY, for: "MMLogReader")
@@ -128,7 +134,13 @@ public final class MMLogReader {
             if let (_, why) = header.problem(pageSize: Sys.pageSize, length: size) {
                 throw refuse(why)
             }
-            return (fd, header, length)
+            // Version 3: the lock file, if this reader may open it (else process ids).
+            var liveness = Liveness(locks: Locks(fd: fd, region: 0, what: metadataPath))
+            if header.version == MetadataLayout.version {
+                let lockFD = try? directory.open(header.lockName, O_RDONLY, for: "MMLogReader")
+                liveness = Liveness(locks: lockFD.map { Locks(fd: $0, region: Int(header.lockRegion), what: directory.describe(header.lockName)) })
+            }
+            return (fd, header, length, liveness)
         } catch {
             Sys.close(fd)
             throw error
@@ -150,7 +162,7 @@ public final class MMLogReader {
         let header = metadata.header
         if header.version == MetadataLayout.version1 {
             // No writer table: the cursor is final only once no one is attached.
-            if try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, "\(metadataPath) attach") {
+            if try metadata.liveness.attached(header) {
                 throw MMLogError(kind: .incompatibleMetadata, operation: "MMLogReader(\(path))",
                                  detail: "\(metadataPath) is format version 1, written by an older MMLog that is still attached; its readers cannot tell written bytes from reserved ones")
             }
@@ -197,10 +209,10 @@ public final class MMLogReader {
     /// Checks whether each in-flight slot holding the watermark back is still owned; a slot
     /// whose lock is free and whose state has not changed belonged to a writer that died in
     /// flight. Returns whether any was found.
-    private func probeDeadWriters(_ blockers: [Watermark.Blocker], _ metadata: (fd: Int32, header: Metadata, length: Int)) throws(MMLogError) -> Bool {
+    private func probeDeadWriters(_ blockers: [Watermark.Blocker], _ metadata: ReaderMetadata) throws(MMLogError) -> Bool {
         var found = false
         for blocker in blockers {
-            let held = try Sys.lockHeld(metadata.fd, MetadataLayout.slotLockBase + blocker.slot, "\(metadataPath) slot \(blocker.slot)")
+            let held = try metadata.liveness.slotAlive(metadata.header, blocker.slot)
             if held { continue }
             // The lock is free: dead, unless the slot moved on before its owner let go.
             let state = metadata.header.slotState(blocker.slot).load(ordering: .acquiring)
@@ -315,7 +327,7 @@ public final class MMLogReader {
     /// Whether every handle has detached (nothing more will be appended until one opens it).
     public func writersAttached() throws(MMLogError) -> Bool {
         guard let metadata else { return false }
-        return try Sys.lockHeld(metadata.fd, MetadataLayout.attachLockByte, "\(metadataPath) attach")
+        return try metadata.liveness.attached(metadata.header)
     }
 
     /// Whether a rotation retired this log (its data file was renamed and a new log started

@@ -125,11 +125,11 @@ extension LogFile {
     /// whether this call retired it.
     func rotate(retiredAt boundary: UInt64?, keep: Int?) throws(MMLogError) -> Bool {
         try rotateLock.withLock { (_: inout Void) throws(MMLogError) -> Bool in
-            _ = try Sys.lockByte(metadataFD, MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "\(metadataPath) rotate")
-            defer { Sys.unlockByte(metadataFD, MetadataLayout.rotateLockByte) }
+            try locks.take(MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "rotate")
+            defer { locks.release(MetadataLayout.rotateLockByte) }
             let retiredNow = Rotation.retire(header, as: Rotation.uniqueName(for: path), at: boundary)
             if retiredNow { MMLog.testRotateHook?() }
-            try Rotation.completeRenames(header, metadataFD: metadataFD, path: path, waitForRotator: false)
+            try Rotation.completeRenames(header, metadataFD: metadataFD, locks: locks, path: path, waitForRotator: false)
             if retiredNow {
                 if let keep { Rotation.prune(path, keep: keep, justRotated: header.retiredName) }
                 Rotation.finishIdleRotatedFiles(besides: path, options: options, except: header.retiredName)
@@ -186,12 +186,12 @@ enum Rotation {
     /// Step 2: renames the data file and then the metadata to the retired name, each only if
     /// the path still names it (so it can be run again after a rotator died). With
     /// `waitForRotator` (an opener) it first waits for a rotation in progress.
-    static func completeRenames(_ meta: Metadata, metadataFD: Int32, path: String, waitForRotator: Bool) throws(MMLogError) {
+    static func completeRenames(_ meta: Metadata, metadataFD: Int32, locks: Locks, path: String, waitForRotator: Bool) throws(MMLogError) {
         let metadataPath = path + ".mmlog"
         if waitForRotator {
-            _ = try Sys.lockByte(metadataFD, MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "\(metadataPath) rotate")
+            try locks.take(MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "rotate")
         }
-        defer { if waitForRotator { Sys.unlockByte(metadataFD, MetadataLayout.rotateLockByte) } }
+        defer { if waitForRotator { locks.release(MetadataLayout.rotateLockByte) } }
         let data = FileIdentity(device: meta.dataDevice, inode: meta.dataInode)
         let ownMetadata = try Sys.identity(metadataFD, metadataPath)
         let name = meta.retiredName
@@ -224,10 +224,10 @@ enum Rotation {
     /// Retires a log whose data file is no longer at its path: renamed to `renamedTo` (by
     /// logrotate, say), or deleted (nil). Its writers move to a new log at the path at their
     /// next append; the metadata follows the data file (or goes, with it).
-    static func adopt(_ meta: Metadata, metadataFD: Int32, path: String, renamedTo: String?) throws(MMLogError) {
+    static func adopt(_ meta: Metadata, metadataFD: Int32, locks: Locks, path: String, renamedTo: String?) throws(MMLogError) {
         let metadataPath = path + ".mmlog"
-        _ = try Sys.lockByte(metadataFD, MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "\(metadataPath) rotate")
-        defer { Sys.unlockByte(metadataFD, MetadataLayout.rotateLockByte) }
+        try locks.take(MetadataLayout.rotateLockByte, F_WRLCK, wait: true, "rotate")
+        defer { locks.release(MetadataLayout.rotateLockByte) }
         _ = retire(meta, as: renamedTo ?? uniqueName(for: path), at: nil)
         let ownMetadata = try Sys.identity(metadataFD, metadataPath)
         let directory = try LogDirectory(of: path)

@@ -63,7 +63,7 @@ public struct MMLogStatus: Sendable, Codable {
     /// opener alone recovers from the data file).
     public var headerIsLive: Bool
 
-    init(reader: MMLogReader, dataFD: Int32, metadata: (fd: Int32, header: Metadata, length: Int)?, committed: UInt64,
+    init(reader: MMLogReader, dataFD: Int32, metadata: ReaderMetadata?, committed: UInt64,
          holes: [Range<UInt64>], deadSlots: Set<DeadSlot>) throws(MMLogError) {
         let size = try Sys.size(dataFD, reader.path)
         path = reader.path
@@ -78,15 +78,15 @@ public struct MMLogStatus: Sendable, Codable {
             rotations = 0; flushes = 0; syncCalls = 0; headerIsLive = true
             return
         }
-        let header = metadata.header, fd = metadata.fd
+        let header = metadata.header, liveness = metadata.liveness
         let word = header.cursor.load(ordering: .acquiring)
         formatVersion = Int(header.version)
         chunkSize = Int(header.chunkSize)
         cursor = Int(Cursor.offset(word))
         allocated = Int(header.fileSize.load(ordering: .acquiring))
         sealed = word & Cursor.sealBit != 0
-        writersAttached = try Sys.lockHeld(fd, MetadataLayout.attachLockByte, "\(metadataPath) attach")
-        guard header.version == MetadataLayout.version else {
+        writersAttached = try liveness.attached(header)
+        guard header.version != MetadataLayout.version1 else {
             durable = 0; generation = 0; retired = false; retiredAt = nil; lastCloseClean = !writersAttached
             handles = []; writers = []; liveWriters = 0; deadWriters = 0; holesDropped = 0; recoveries = 0
             rotations = 0; flushes = 0; syncCalls = 0; headerIsLive = true
@@ -101,7 +101,7 @@ public struct MMLogStatus: Sendable, Codable {
         for i in 0..<MetadataLayout.handleCount {
             let entry = header.handleEntry(i)
             guard entry.load(fromByteOffset: 4, as: UInt32.self) != 0 else { continue }
-            let alive = try Sys.lockHeld(fd, MetadataLayout.handleLockBase + i, "\(metadataPath) handle \(i)")
+            let alive = try liveness.handleAlive(header, i)
             handles.append(Handle(pid: Int(entry.load(fromByteOffset: 0, as: Int32.self)),
                                   openedAt: Int(entry.load(fromByteOffset: 8, as: UInt64.self)), alive: alive))
         }
@@ -110,7 +110,7 @@ public struct MMLogStatus: Sendable, Codable {
         for i in header.activeSlots {
             let state = header.slotState(i).load(ordering: .acquiring)
             let owner = header.slotOwner(i)
-            let alive = try Sys.lockHeld(fd, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")
+            let alive = try liveness.slotAlive(header, i)
             // List the slots in use: owned now, or left in flight by a writer that died.
             if !alive && state & Slot.inFlight == 0 { continue }
             let inFlight = state & Slot.inFlight != 0, exact = state & Slot.exact != 0

@@ -177,6 +177,12 @@ package enum Sys {
         return held == 1
     }
 
+    /// Whether a process with this pid exists (EPERM: it does, another user's).
+    static func processAlive(_ pid: Int32) -> Bool {
+        guard pid > 0 else { return false }
+        return Glibc.kill(pid, 0) == 0 || mmlog_errno() == EPERM
+    }
+
     /// A full memory barrier on every running thread of this process; false when the kernel
     /// has none (the caller then waits a scheduling period instead).
     static func processWideBarrier() -> Bool {

@@ -31,7 +31,7 @@ extension LogFile {
         for step in 0..<count {
             let i = (start + step) % count
             if owned.contains(i) { continue }
-            guard try Sys.lockByte(metadataFD, MetadataLayout.slotLockBase + i, F_WRLCK, wait: false, "\(metadataPath) slot \(i)")
+            guard try locks.take(MetadataLayout.slotLockBase + i, F_WRLCK, wait: false, "slot \(i)")
             else { continue }
             try adopt(slot: i)
             pool.withLock { $0.owned.append(i) }
@@ -76,7 +76,7 @@ extension LogFile {
     /// Whether slot `i`'s owner is alive: one of `ours`, or its lock byte is held (an error
     /// probing counts as alive: never take a live writer's reservation for a dead one's).
     func slotOwnerAlive(_ i: Int, ours: Set<Int>) -> Bool {
-        ours.contains(i) || ((try? Sys.lockHeld(metadataFD, MetadataLayout.slotLockBase + i, "\(metadataPath) slot \(i)")) ?? true)
+        ours.contains(i) || ((try? locks.held(MetadataLayout.slotLockBase + i, "slot \(i)")) ?? true)
     }
 
     /// Slot `i`, whose lock we hold, was left in flight by an owner that died: records its

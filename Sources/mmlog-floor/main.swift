@@ -54,7 +54,7 @@ struct Floor: ParsableCommand {
 /// Removes an MMLog's data file and its metadata.
 func removeLog(_ path: String) {
     unlink(path)
-    unlink(path + ".mmlog")
+    for file in MMLog.files(ofLog: path).dropFirst() { unlink(file) }
 }
 
 /// The floor: reserve with one fetch-add on a shared counter, copy into a mapping of the

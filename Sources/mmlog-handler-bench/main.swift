@@ -222,7 +222,7 @@ struct Run {
 func measure(handler: String, procs: Int, ops: Int, dir: String) -> Run {
     let path = "\(dir)/\(handler).log"
     unlink(path)
-    unlink(path + ".mmlog")
+    for file in MMLog.files(ofLog: path).dropFirst() { unlink(file) }
     sync()
     warmMemory(2 * procs * (ops + warmUpLines) * 200 + (64 << 20))
     var readyPipe: [Int32] = [0, 0], goPipe: [Int32] = [0, 0], resultPipe: [Int32] = [0, 0]

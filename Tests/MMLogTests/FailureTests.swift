@@ -397,10 +397,12 @@ final class FailureTests: XCTestCase {
         let path = scratch.file("stopped.log")
         let log = try MMLog(path: path, options: .init(chunkSize: 4096, maxChunks: 2))
         // This descriptor is another open file description: its lock excludes the handle's.
-        let fd = open(path + ".mmlog", O_RDWR)
+        // The grow lock is a byte of the lock file, in the region the header names.
+        let region = readBytes(path + ".mmlog").withUnsafeBytes { $0.load(fromByteOffset: MetadataLayout.lockRegionOffset, as: UInt64.self) }
+        let fd = open(MMLog.files(ofLog: path)[2], O_RDWR)
         defer { close(fd) }
         let F_OFD_SETLK: Int32 = 37  // <fcntl.h>, not exported by Glibc's module
-        var lock = flock(l_type: Int16(F_WRLCK), l_whence: Int16(SEEK_SET), l_start: off_t(MetadataLayout.growLockByte), l_len: 1, l_pid: 0)
+        var lock = flock(l_type: Int16(F_WRLCK), l_whence: Int16(SEEK_SET), l_start: off_t(region) + off_t(MetadataLayout.growLockByte), l_len: 1, l_pid: 0)
         XCTAssertEqual(fcntl(fd, F_OFD_SETLK, &lock), 0)
         let appended = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {

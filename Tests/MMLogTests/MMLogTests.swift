@@ -315,7 +315,7 @@ final class MMLogTests: XCTestCase {
         var refused: [(String, [UInt8], MMLogError.Kind)] = []
         var badMagic = header; badMagic[L.magicOffset] ^= 0xFF
         refused.append(("bad magic", badMagic, .corruptMetadata))
-        refused.append(("version 3", setting(L.versionOffset, 3, width: 4), .incompatibleMetadata))
+        refused.append(("a future version", setting(L.versionOffset, UInt64(L.version + 1), width: 4), .incompatibleMetadata))
         refused.append(("chunk size 0", setting(L.chunkSizeOffset, 0), .corruptMetadata))
         refused.append(("chunk size not a page multiple", setting(L.chunkSizeOffset, 4097), .corruptMetadata))
         refused.append(("cursor beyond reason", setting(L.cursorOffset, (1 << 48) - 1), .corruptMetadata))

@@ -364,7 +364,7 @@ final class ReaderTests: XCTestCase {
         XCTAssertGreaterThan(status.committed, 0)
         XCTAssertLessThanOrEqual(status.committed, status.cursor)
         XCTAssertFalse(status.lastCloseClean)
-        XCTAssertTrue(mmlog(["stat", path]).stdout.contains("format version 2"))
+        XCTAssertTrue(mmlog(["stat", path]).stdout.contains("format version \(MetadataLayout.version)"))
         writer.kill()
         _ = writer.wait()
 

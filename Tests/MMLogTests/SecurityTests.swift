@@ -214,6 +214,78 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(readText(scratch.file(left.last!)), "round 3\n", "the file just rotated")
     }
 
+    // MARK: 5. Readers cannot stall writers
+
+    /// What the attacker runs: read locks on every byte version 2 used (in the metadata and the
+    /// data file, which any reader may open), and an attempt on the lock file; then it waits.
+    static let lockingReader = """
+        import fcntl, os, struct, sys, time
+        held = []
+        for name in sys.argv[1:]:
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except OSError as e:
+                print("cannot open", name, e.errno, flush=True)
+                continue
+            for start, length in [(0, 8), (1024, 128), (4096, 512)]:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_RDLCK, 0, start, length, 0))
+            held.append(fd)
+        print("locked", len(held), flush=True)
+        time.sleep(60)
+        """
+
+    func testAReaderHoldingReadLocksCannotStallAWriter() throws {
+        try requireRoot()
+        chmod(scratch.path, 0o755)
+        let path = scratch.file("app.log")
+        let first = try MMLog(path: path)
+        try first.append("first\n")
+        let lockFile = MMLog.files(ofLog: path)[2]
+        XCTAssertNotNil(fileSize(lockFile), "no lock file")
+        let output = scratch.file("reader.out")
+        let reader = spawn("/usr/bin/setpriv", ["--reuid=\(Self.attacker)", "--regid=\(Self.attacker)", "--clear-groups",
+                                               "/usr/bin/python3", "-c", Self.lockingReader, path + ".mmlog", path, lockFile],
+                           stdoutPath: output)
+        defer { reader.kill(); _ = reader.wait() }
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        while !readText(output).contains("locked") && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(10_000) }
+        XCTAssertTrue(readText(output).contains("locked 2"), "the reader: \(readText(output))")
+        XCTAssertTrue(readText(output).contains("cannot open \(lockFile) 13"), "a reader opened the lock file: \(readText(output))")
+
+        // A writer that grows the file, syncs, rotates, closes and opens again, beside it.
+        let writer = spawn(product("mmlog-writer"), ["--path", path, "--worker", "1", "--ops", "40000", "--size", "128", "--text",
+                                                     "--sync-every", "5000", "--rotate-every", "15000"])
+        let watched = Watched([writer])
+        while !watched.poll() && nowNanoseconds(CLOCK_MONOTONIC) < deadline + 20_000_000_000 { usleep(10_000) }
+        if !watched.poll() { writer.kill(); _ = watched.waitAll() }
+        XCTAssertEqual(watched.statuses[0]?.code, 0, "the writer was stalled by a reader's locks: \(watched.stderrs[0] ?? "")")
+        try first.close()
+    }
+
+    /// A reader who may not open the lock file still passes a writer that died in flight,
+    /// within a second (by the writer's process id).
+    func testAReaderWithoutTheLockFilePassesADeadWriter() throws {
+        try requireRoot()
+        chmod(scratch.path, 0o755)
+        let path = scratch.file("dead.log")
+        let survivor = try MMLog(path: path)
+        try survivor.append("before\n")
+        let dead = spawn(product("mmlog-writer"), ["--path", path, "--worker", "1", "--ops", "10", "--size", "32", "--text",
+                                                   "--abandon-after", "3"])
+        XCTAssertTrue(dead.wait().status.succeeded)
+        try survivor.append("after\n")
+        let started = nowNanoseconds(CLOCK_MONOTONIC)
+        let result = TestSupport.run("/usr/bin/setpriv", ["--reuid=\(Self.attacker)", "--regid=\(Self.attacker)", "--clear-groups",
+                                                          product("mmlog"), "cat", path])
+        let took = Double(nowNanoseconds(CLOCK_MONOTONIC) - started) / 1e9
+        XCTAssertEqual(result.status.code, 0, result.stderr)
+        XCTAssertTrue(result.stdout.hasSuffix("after\n"), "the reader did not pass the dead writer: \(result.stdout)")
+        XCTAssertFalse(result.stdout.utf8.contains(0))
+        XCTAssertLessThan(took, 1.0)
+        print("an unprivileged reader passed a dead writer in \(String(format: "%.2f", took)) s")
+        try survivor.close()
+    }
+
     // MARK: 7. The CLI on odd files
 
     func testTheToolRefusesFIFOsDirectoriesAndMissingLogsAtOnce() throws {

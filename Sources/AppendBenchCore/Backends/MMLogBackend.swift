@@ -8,7 +8,7 @@ final class MMLogBackend: AppendBackend {
     private let log: MMLog
 
     /// The data file and MMLog's metadata beside it.
-    static func outputFiles(for path: String) -> [String] { [path, path + ".mmlog"] }
+    static func outputFiles(for path: String) -> [String] { MMLog.files(ofLog: path) }
 
     init(config: BackendConfig) throws {
         log = try MMLog(path: config.path, options: config.mmlog)

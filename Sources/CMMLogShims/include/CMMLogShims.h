@@ -125,6 +125,9 @@ __attribute__((always_inline)) static inline void mmlog_copy(void *_Nonnull dst,
 /// so a handle inherited across fork() takes the slow path there and finds its pid changed.
 void mmlog_register_atfork(void);
 
+/// 8 random bytes from the kernel (getrandom); 0 when it has none to give.
+uint64_t mmlog_random64(void);
+
 /// Clears O_NONBLOCK on `fd` (MMLog opens its files with it so a FIFO cannot block the open).
 int mmlog_clear_nonblock(int fd);
 
