@@ -165,7 +165,7 @@ extension LogFile {
     }
 }
 
-enum Rotation {
+package enum Rotation {
     /// Step 1: stores the retired name and end, then sets the retired bit. Returns whether
     /// this call retired the log. The caller holds the rotate lock.
     /// `name`: the retired name (evaluated only when this call retires the log).
@@ -295,11 +295,7 @@ enum Rotation {
     /// `<path>.<UTC time>`, or `<path>.<UTC time>-N` with N past every rotation already named
     /// in that second (so that names sort in rotation order even after old ones were pruned).
     static func uniqueName(for path: String) -> String {
-        var now = time_t(clamping: Sys.realtimeSeconds())
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        let stamp = "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
+        let stamp = Self.stamp(Sys.realtimeSeconds())
         let prefix = LogDirectory.name(of: path) + "." + stamp
         var highest = 0
         for name in (try? LogDirectory(of: path))?.names() ?? [] where name.hasPrefix(prefix) {
@@ -308,6 +304,15 @@ enum Rotation {
             if rest.isEmpty { highest = max(highest, 1) } else if rest.first == "-", let n = Int(rest.dropFirst()) { highest = max(highest, n) }
         }
         return highest == 0 ? "\(path).\(stamp)" : "\(path).\(stamp)-\(highest + 1)"
+    }
+
+    /// `yyyyMMddTHHmmssZ` of a CLOCK_REALTIME time in seconds.
+    static func stamp(_ seconds: UInt64) -> String {
+        var time = time_t(clamping: seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
     }
 
     /// The (stamp, sequence) of a rotated file's name `<base>.<yyyyMMddTHHmmssZ>[-N]`, or nil.
@@ -327,16 +332,27 @@ enum Rotation {
     package static func rotatedFiles(of path: String, in directory: LogDirectory, latest: String? = nil) -> [String] {
         let base = LogDirectory.name(of: path)
         let latestStamp = latest.flatMap { rotationStamp(of: LogDirectory.name(of: $0), base: base) }
-        let logOwner = directory.regularFile(base)?.st_uid
         var found: [(stamp: String, sequence: Int, name: String)] = []
         for name in directory.names() {
             guard let (stamp, sequence) = rotationStamp(of: name, base: base) else { continue }
             if let latestStamp, (stamp, sequence) > latestStamp { continue }
-            guard let st = directory.regularFile(name),
-                  st.st_uid == geteuid() || st.st_uid == directory.ownerUID || st.st_uid == logOwner else { continue }
+            guard mayBeRotated(name, of: path, in: directory) else { continue }
             found.append((stamp, sequence, name))
         }
         return found.sorted { ($0.stamp, $0.sequence) < ($1.stamp, $1.sequence) }.map(\.name)
+    }
+
+    /// Whether the file `name` beside `path` may be one the log rotated (by MMLog or by
+    /// logrotate), whatever its name says: a regular file with one link, owned by us, the
+    /// directory's owner or the owner of the log's data file, and not stamped more than a day
+    /// ahead of now. What another user planted under a look-alike name is none of these.
+    package static func mayBeRotated(_ name: String, of path: String, in directory: LogDirectory) -> Bool {
+        let base = LogDirectory.name(of: path)
+        guard let st = directory.regularFile(name) else { return false }
+        let logOwner = directory.regularFile(base)?.st_uid
+        guard st.st_uid == geteuid() || st.st_uid == directory.ownerUID || st.st_uid == logOwner else { return false }
+        if let (stamp, _) = rotationStamp(of: name, base: base), stamp > Self.stamp(Sys.realtimeSeconds() &+ 86_400) { return false }
+        return true
     }
 
     /// Removes the oldest rotated files beyond `keep` (and their metadata, if any), never

@@ -283,7 +283,7 @@ final class ReaderTests: XCTestCase {
         try upgraded.append("from version two\n")
         try upgraded.close()
         XCTAssertEqual(readText(old), "from version one\nfrom version two\n")
-        XCTAssertEqual(try MMLogReader(path: old).status().formatVersion, 2)
+        XCTAssertEqual(try MMLogReader(path: old).status().formatVersion, Int(MetadataLayout.version))
     }
 
     // MARK: The mmlog tool
