@@ -94,6 +94,38 @@ final class TailTests: XCTestCase {
         try log.close()
     }
 
+    /// A writer that died holding a reserved line leaves a hole, which tail skips as cat does,
+    /// here with a block boundary inside the hole (blocks are counted back from the end).
+    func testAHoleLeftByADeadWriterIsSkipped() throws {
+        let path = scratch.file("hole.log")
+        let survivor = try MMLog(path: path, options: .init(chunkSize: 1 << 16))
+        for i in 0..<3000 { try survivor.append("before \(i)\n") }
+        let dead = spawn(product("mmlog-writer"), ["--path", path, "--worker", "1", "--ops", "10", "--size", "32", "--text",
+                                                   "--abandon-after", "3"])
+        XCTAssertTrue(dead.wait().status.succeeded)
+        let holeEnd = survivor.endOffset
+        // Lines after the hole up to 16 bytes short of 64 KiB, so that 64 KiB back from the end
+        // (and every power of two below it from 4 KiB) falls 16 bytes into the 32-byte hole.
+        var remaining = (1 << 16) - 16, afterCount = 0
+        while remaining > 0 {
+            let head = "after \(afterCount) "
+            let length = remaining >= 400 ? 200 : remaining
+            try survivor.append(head + String(repeating: "a", count: length - head.utf8.count - 1) + "\n")
+            remaining -= length
+            afterCount += 1
+        }
+        XCTAssertEqual(survivor.endOffset - holeEnd, (1 << 16) - 16)
+        let cat = spawn(product("mmlog"), ["cat", path], stdoutPath: scratch.file("cat.out")).wait()
+        XCTAssertTrue(cat.status.succeeded, cat.stderr)
+        let committed = readBytes(scratch.file("cat.out"))
+        XCTAssertFalse(committed.contains(0), "cat skipped the hole")
+        let lineCount = committed.filter { $0 == 0x0A }.count
+        XCTAssertEqual(lineCount, 3000 + 3 + afterCount)
+        assertTail(path, committed, lines: [1, afterCount - 1, afterCount, afterCount + 1, afterCount + 3, afterCount + 4, lineCount, lineCount + 1],
+                   "a live log with a hole")
+        try survivor.close()
+    }
+
     /// The last 10 lines of a 32 MiB file with no newline: GNU tail takes 0.04-0.1 s here; a
     /// tail that rescanned what it had read at every 64 KiB block took 7.3 s in a release build
     /// (273 s in a debug build), reading backwards in blocks 0.02-0.07 s (0.06-0.1 s in debug).
