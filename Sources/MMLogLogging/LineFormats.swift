@@ -10,6 +10,10 @@ import Logging
 //   logfmt: ts=<ts> level=<level> label=<label> pid=<pid> source=<source>[ file=<file> line=<line>] msg=<message>[ <key>=<value>...]
 //   json:   {"ts":"<ts>","level":"<level>","label":"<label>","pid":<pid>,"source":"<source>"[,"file":"<file>","line":<line>],"msg":"<message>"[,"<key>":<value>...]}
 //
+// In text and logfmt every value (and text's label, source and file) is bare or quoted as
+// `appendLogfmtValue` decides, so none reads as more pairs; text's message, last, is bare
+// unless it could read as a pair (`appendTextMessage`).
+//
 // An attached error adds the keys `error.message` (its description) and `error.type` (its
 // fully qualified type), swift-log's names for them, ahead of the metadata.
 
@@ -34,29 +38,29 @@ extension MMLogHandler {
         line.append(" ")
         line.appendRaw(event.level.rawValue)
         line.append(" ")
-        line.appendEscaped(label, quotes: false)
+        line.appendLogfmtValue(label)
         line.append("[")
         line.appendDecimal(Int(currentProcessID()))
         line.append("] ")
-        line.appendEscaped(event.source, quotes: false)
+        line.appendLogfmtValue(event.source)
         if sourceLocation {
             line.append(" ")
-            line.appendEscaped(event.file, quotes: false)
+            line.appendLogfmtValue(event.file)
             line.append(":")
             line.appendDecimal(UInt64(event.line))
         }
         line.append(" :")
         if let error {
             line.append(" error.message=")
-            line.appendEscaped(error.message, quotes: false)
+            line.appendLogfmtValue(error.message)
             line.append(" error.type=")
-            line.appendEscaped(error.type, quotes: false)
+            line.appendLogfmtValue(error.type)
         }
         for i in entries.indices {
-            line.appendPair(key: entries[i].key, entries[i].value, quoted: false)
+            line.appendPair(key: entries[i].key, entries[i].value)
         }
         line.append(" ")
-        line.appendEscaped(event.message.description, quotes: false)
+        line.appendTextMessage(event.message.description)
         line.append("\n")
     }
 
@@ -88,7 +92,7 @@ extension MMLogHandler {
             line.appendLogfmtValue(error.type)
         }
         for i in entries.indices {
-            line.appendPair(key: entries[i].key, entries[i].value, quoted: true)
+            line.appendPair(key: entries[i].key, entries[i].value)
         }
         line.append("\n")
     }
@@ -249,34 +253,31 @@ extension LineBuffer {
         }
     }
 
-    /// ` key=value` of a logfmt line (`quoted`) or a text line (values escaped, never quoted).
-    /// Dictionaries are flattened into dotted keys (`http: [status: 200]` as `http.status=200`;
-    /// an empty one as `key={}`); arrays are written as their JSON text.
-    mutating func appendPair(key: String, _ value: Logger.MetadataValue, quoted: Bool) {
+    /// ` key=value` of a logfmt or text line, the value quoted when it must be (see
+    /// `appendLogfmtValue`), so that no value reads as more pairs. Dictionaries are flattened
+    /// into dotted keys (`http: [status: 200]` as `http.status=200`; an empty one as
+    /// `key={}`); arrays are written as their JSON text, quoted.
+    mutating func appendPair(key: String, _ value: Logger.MetadataValue) {
         switch value {
         case .string(let text):
             appendKey(key)
-            appendValue(text, quoted: quoted)
+            appendLogfmtValue(text)
         case .stringConvertible(let convertible):
             appendKey(key)
-            appendValue(convertible.description, quoted: quoted)
+            appendLogfmtValue(convertible.description)
         case .dictionary(let dictionary) where dictionary.isEmpty:
             appendKey(key)
             append("{}")
         case .dictionary(let dictionary):
             for (subkey, element) in dictionary.sorted(by: { $0.key < $1.key }) {
-                appendPair(key: key + "." + subkey, element, quoted: quoted)
+                appendPair(key: key + "." + subkey, element)
             }
         case .array:
             appendKey(key)
-            if quoted {
-                var json = LineBuffer(base: nil, capacity: 0)
-                defer { free(json.base) }
-                json.appendJSON(value)
-                json.bytes.withMemoryRebound(to: UInt8.self) { appendLogfmtValue($0) }
-            } else {
-                appendJSON(value)
-            }
+            var json = LineBuffer(base: nil, capacity: 0)
+            defer { free(json.base) }
+            json.appendJSON(value)
+            json.bytes.withMemoryRebound(to: UInt8.self) { appendLogfmtValue($0) }
         }
     }
 
@@ -288,13 +289,5 @@ extension LineBuffer {
             insert(UInt8(ascii: "_"), at: start)
         }
         append(UInt8(ascii: "="))
-    }
-
-    private mutating func appendValue(_ text: String, quoted: Bool) {
-        if quoted {
-            appendLogfmtValue(text)
-        } else {
-            appendEscaped(text, quotes: false)
-        }
     }
 }

@@ -28,7 +28,8 @@ public struct MMLogHandler: LogHandler {
     /// How an event is written. Each format is one line per event, UTF-8, ending in `\n`.
     public enum Format: String, Sendable, CaseIterable {
         /// For people: `2026-11-24T17:01:32.123456Z info http[4242] App : status=200 request served`.
-        /// Values are escaped but not quoted: use `.logfmt` or `.json` for machines.
+        /// Values are quoted as in logfmt when they must be, so none reads as another pair; the
+        /// message is last and bare unless it could read as a pair.
         case text
         /// `ts=2026-11-24T17:01:32.123456Z level=info label=http pid=4242 source=App msg="request served" status=200`
         case logfmt

@@ -26,6 +26,11 @@ enum Output {
         bytes.withUnsafeBytes { write($0) }
     }
 
+    /// Writes `bytes` without their NUL bytes (which no text line holds; see `LineBuffer`).
+    static func writeDroppingNULs(_ bytes: UnsafeRawBufferPointer) {
+        forEachRunWithoutNULs(bytes) { write($0) }
+    }
+
     static func print(_ text: String) {
         write(Array((text + "\n").utf8))
     }
@@ -66,18 +71,44 @@ func tool<T>(_ body: () throws(MMLogError) -> T) throws -> T {
 struct LineBuffer {
     private(set) var pending: [UInt8] = []
 
-    /// Appends `bytes`; returns the whole lines they complete.
-    mutating func add(_ bytes: [UInt8]) -> [UInt8] {
-        pending.append(contentsOf: bytes.lazy.filter { $0 != 0 })
-        guard let last = pending.lastIndex(of: 0x0A) else { return [] }
-        let lines = Array(pending[...last])
-        pending.removeSubrange(...last)
+    /// Appends `bytes`; returns the whole lines they complete. Looks for a newline only in
+    /// `bytes`, so a long unfinished line costs no search again at each call.
+    mutating func add(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        let searchFrom = pending.count
+        forEachRunWithoutNULs(bytes) { pending.append(contentsOf: $0) }
+        let lastNewline = pending.withUnsafeBytes { all -> Int? in
+            var last: Int?
+            var i = searchFrom
+            while i < all.count, let found = memchr(all.baseAddress! + i, 0x0A, all.count - i) {
+                i = all.baseAddress!.distance(to: UnsafeRawPointer(found)) + 1
+                last = i - 1
+            }
+            return last
+        }
+        guard let lastNewline else { return [] }
+        let lines = Array(pending[...lastNewline])
+        pending.removeSubrange(...lastNewline)
         return lines
+    }
+
+    mutating func add(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.withUnsafeBytes { add($0) }
     }
 
     /// Whatever is left, e.g. a last line without a newline when a file is finished.
     mutating func flush() -> [UInt8] {
         defer { pending = [] }
         return pending
+    }
+}
+
+/// Calls `body` with each run of `bytes` between NUL bytes (memchr finds them).
+func forEachRunWithoutNULs(_ bytes: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+    guard let base = bytes.baseAddress else { return }
+    var start = 0
+    while start < bytes.count {
+        let nul = memchr(base + start, 0, bytes.count - start).map { base.distance(to: UnsafeRawPointer($0)) } ?? bytes.count
+        if nul > start { body(UnsafeRawBufferPointer(start: base + start, count: nul - start)) }
+        start = nul + 1
     }
 }

@@ -8,7 +8,8 @@ struct Tail: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a log's last lines, then follow it.",
         discussion: """
-            Prints the last N committed lines of PATH. With -f, it then prints every new line \
+            Prints the last N committed lines of PATH, found by reading backwards from the \
+            committed end a block at a time, so it costs what it prints. With -f, it then prints every new line \
             once, as soon as it is committed, and goes on through the last writer's close (a \
             trimmed file is not read again); lines are written straight to standard output with \
             no buffering, so a program reading the pipe (a log shipper) gets each at once. Only \
@@ -81,37 +82,57 @@ struct Tail: ParsableCommand {
         }
     }
 
-    /// Prints the last `n` lines below the committed watermark (a final line without a
-    /// newline stays in `lines` until it is finished); returns the offset to follow from.
+    /// Prints the last `n` lines below the committed watermark and returns the offset to
+    /// follow from. Finds where they start by reading blocks backwards from the watermark,
+    /// then prints forwards from there: it reads at most one block more than twice what it
+    /// prints, and holds one block (when following, a last line without a newline stays in
+    /// `lines` until it is finished).
     private func printLastLines(_ reader: MMLogReader, into lines: inout LineBuffer) throws -> Int {
         let end = try tool { () throws(MMLogError) in try reader.committedOffset() }
         guard n > 0 else { return end }
-        var start = end
-        var tail: [UInt8] = []
-        while start > 0 && tail.lazy.filter({ $0 == 0x0A }).count <= n {
-            let from = max(0, start - (1 << 16))
-            var window: [UInt8] = []
-            var position = from
-            while position < start {
-                let (bytes, next) = try tool { () throws(MMLogError) in try reader.read(from: position, upTo: start) }
-                window += bytes
-                if next == position { break }
-                position = next
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.blockSize, alignment: 16)
+        defer { block.deallocate() }
+        let following = f || followName
+        func emit(_ bytes: UnsafeRawBufferPointer) {
+            if following { Output.write(lines.add(bytes)) } else { Output.writeDroppingNULs(bytes) }
+        }
+        var search = LastLinesSearch(lines: n)
+        var blockEnd = end
+        var printFrom = 0
+        while blockEnd > 0 {
+            let blockStart = max(0, blockEnd - Self.blockSize)
+            let bytes = try Self.read(reader, blockStart..<blockEnd, into: block)
+            if let cut = search.start(in: bytes) {
+                emit(UnsafeRawBufferPointer(rebasing: bytes[cut...]))
+                printFrom = blockEnd
+                break
             }
-            tail = window + tail
-            start = from
+            blockEnd = blockStart
         }
-        // Keep the last n lines: the bytes after the (n+1)-th newline from the end, not
-        // counting a newline that ends the text.
-        var newlines = 0
-        var cut = 0
-        for i in stride(from: tail.count - 1, through: 0, by: -1) where tail[i] == 0x0A {
-            if i == tail.count - 1 { continue }
-            newlines += 1
-            if newlines == n { cut = i + 1; break }
+        while printFrom < end {
+            let blockEnd = min(end, printFrom + Self.blockSize)
+            emit(try Self.read(reader, printFrom..<blockEnd, into: block))
+            printFrom = blockEnd
         }
-        Output.write(lines.add(Array(tail[cut...])))
         return end
+    }
+
+    /// How much `printLastLines` reads at a time: GNU tail's buffer is 8 KiB; 64 KiB makes a
+    /// 32 MiB file 512 preads each way.
+    static let blockSize = 1 << 16
+
+    /// The committed bytes of `range` (holes skipped), read into `buffer`, which holds at
+    /// least `range.count` bytes.
+    private static func read(_ reader: MMLogReader, _ range: Range<Int>, into buffer: UnsafeMutableRawBufferPointer) throws -> UnsafeRawBufferPointer {
+        var position = range.lowerBound, filled = 0
+        while position < range.upperBound {
+            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[filled...])
+            let (count, next) = try tool { () throws(MMLogError) in try reader.read(from: position, upTo: range.upperBound, into: rest) }
+            filled += count
+            if next == position { break }
+            position = next
+        }
+        return UnsafeRawBufferPointer(rebasing: buffer[..<filled])
     }
 
     /// With -F: when the file being read is finished (retired and read to its end, or no
@@ -164,5 +185,57 @@ struct Tail: ParsableCommand {
             }
         }
         return numbered.sorted { $0.0 > $1.0 }.map(\.1) + stamped.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map(\.2) + [path]
+    }
+}
+
+/// Where the last `lines` lines of a text start, from its blocks read last to first. A line
+/// ends after each newline; a newline that is the text's last byte (NUL bytes aside, which
+/// are never printed) ends the last line rather than starting an empty one; a last line
+/// without a newline is a line; a carriage return is an ordinary byte. Finds each newline
+/// with memchr, so a block costs one pass, or two for the block where the lines start.
+struct LastLinesSearch {
+    let lines: Int
+    /// Newlines counted in the blocks after the current one.
+    private var newlinesAfter = 0
+    /// Whether a byte other than NUL has been seen (the text's last byte is behind us).
+    private var sawLastByte = false
+
+    init(lines: Int) { self.lines = lines }
+
+    /// Given the block before the ones seen so far, the index in it where the last `lines`
+    /// lines start; nil when they start further back (or the block is the text's first and
+    /// they are all of it: the caller prints from the start).
+    mutating func start(in block: UnsafeRawBufferPointer) -> Int? {
+        var limit = block.count
+        if !sawLastByte {
+            while limit > 0 && block[limit - 1] == 0 { limit -= 1 }
+            guard limit > 0 else { return nil }
+            sawLastByte = true
+            if block[limit - 1] == 0x0A { limit -= 1 }
+        }
+        var found = 0
+        var i = 0
+        while let newline = Self.newline(in: block, from: i, before: limit) {
+            found += 1
+            i = newline + 1
+        }
+        let wanted = lines - newlinesAfter  // the wanted-th newline from the block's end
+        if found < wanted {
+            newlinesAfter += found
+            return nil
+        }
+        var skip = found - wanted  // newlines before the one the lines start after
+        i = 0
+        while let newline = Self.newline(in: block, from: i, before: limit) {
+            if skip == 0 { return newline + 1 }
+            skip -= 1
+            i = newline + 1
+        }
+        preconditionFailure("counted \(found) newlines, then found fewer")
+    }
+
+    private static func newline(in block: UnsafeRawBufferPointer, from i: Int, before limit: Int) -> Int? {
+        guard i < limit, let base = block.baseAddress, let found = memchr(base + i, 0x0A, limit - i) else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
     }
 }

@@ -89,20 +89,18 @@ final class HandlerProcessTests: XCTestCase {
             return Event(pid: pid, thread: t, index: i)
         case .text:
             // <ts> info writer[<pid>] mmlog_handler_writer : __msg=meta i=<i> _level=meta nested.a=<json> nested.d=<d> t=<t> v=<v> <msg>
-            let rest = line.dropFirst(27)
-            guard let open = rest.firstIndex(of: "["), let close = rest.firstIndex(of: "]"),
-                  let pid = pid_t(rest[rest.index(after: open)..<close]),
-                  let iStart = rest.range(of: " : __msg=meta i=")?.upperBound,
-                  let i = Int(rest[iStart...].prefix { $0.isNumber })
-            else { throw ParseError(description: "no pid or i: \(line)") }
-            let escapedArray = "[\"" + referenceEscape(value(i), quotes: true) + "\",\"x\"]"
-            for t in 0..<threads {
-                let expected = " info writer[\(pid)] mmlog_handler_writer : __msg=meta i=\(i) _level=meta nested.a=\(escapedArray)"
-                    + " nested.d=\(referenceEscape(value(i + 2), quotes: false)) t=\(t) v=\(referenceEscape(value(i + 1), quotes: false))"
-                    + " \(referenceEscape(value(i), quotes: false))"
-                if Array(rest.utf8) == Array(expected.utf8) { return Event(pid: pid, thread: t, index: i) }
-            }
-            throw ParseError(description: "not the line written for i=\(i): \(line)")
+            let text = try parseTextLine(line)
+            guard let pid = pid_t(text.pid), let t = Int(text.fields["t"] ?? ""), let i = Int(text.fields["i"] ?? "")
+            else { throw ParseError(description: "no pid, t or i: \(line)") }
+            try check(Set(text.fields.keys) == ["__msg", "i", "_level", "nested.a", "nested.d", "t", "v"], "keys")
+            try check(text.level == "info" && text.label == "writer" && text.source == "mmlog_handler_writer" && text.file == nil, "fixed fields")
+            try check(utf8(text.message) == Array(value(i).utf8), "msg")
+            try check(utf8(text.fields["v"]) == Array(value(i + 1).utf8), "v")
+            try check(utf8(text.fields["nested.d"]) == Array(value(i + 2).utf8), "nested.d")
+            let array = try JSONSerialization.jsonObject(with: Data((text.fields["nested.a"] ?? "").utf8)) as? [String]
+            try check(array?.map { Array($0.utf8) } == [Array(value(i).utf8), Array("x".utf8)], "nested.a")
+            try check(text.fields["_level"] == "meta" && text.fields["__msg"] == "meta", "renamed keys")
+            return Event(pid: pid, thread: t, index: i)
         }
     }
 

@@ -60,6 +60,6 @@ final class LoggingTests: XCTestCase {
         try log.close()
         let text = readText(path)
         XCTAssertEqual(text.filter { $0 == "\n" }.count, 1, text)
-        XCTAssertTrue(text.hasSuffix(" warning app[\(getpid())] MMLogTests : n=1 request=a\\nb two\\nlines\n"), text)
+        XCTAssertTrue(text.hasSuffix(" warning app[\(getpid())] MMLogTests : n=1 request=\"a\\nb\" two\\nlines\n"), text)
     }
 }
