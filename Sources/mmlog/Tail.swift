@@ -140,10 +140,9 @@ struct Tail: ParsableCommand {
     /// file that came next: the oldest rotated file newer than this one (rotations may come
     /// faster than a reader), else the file at PATH.
     private func rotated(from reader: MMLogReader, at offset: Int) throws -> MMLogReader? {
-        guard let identity = reader.fileIdentity else { return nil }
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        if UInt64(st.st_dev) == identity.device && UInt64(st.st_ino) == identity.inode { return nil }
+        guard let identity = reader.fileIdentity, let directory = try? LogDirectory(of: path) else { return nil }
+        guard let atPath = directory.identity(of: LogDirectory.name(of: path)) else { return nil }
+        if atPath.device == identity.device && atPath.inode == identity.inode { return nil }
         let finished: Bool
         if let retiredAt = reader.retiredAt {
             finished = try tool { () throws(MMLogError) in try reader.committedOffset() } >= retiredAt && offset >= retiredAt
@@ -151,12 +150,9 @@ struct Tail: ParsableCommand {
             finished = try !tool { () throws(MMLogError) in try reader.writersAttached() }
         }
         guard finished else { return nil }
-        let sequence = Self.filesInOrder(path)
-        let identities = sequence.map { name -> (UInt64, UInt64)? in
-            var info = stat()
-            return stat(name, &info) == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
-        }
-        if let position = identities.firstIndex(where: { $0?.0 == identity.device && $0?.1 == identity.inode }),
+        let sequence = Self.filesInOrder(path, in: directory)
+        let identities = sequence.map { directory.identity(of: LogDirectory.name(of: $0)) }
+        if let position = identities.firstIndex(where: { $0?.device == identity.device && $0?.inode == identity.inode }),
            position + 1 < sequence.count {
             return try? MMLogReader(path: sequence[position + 1])
         }
@@ -164,18 +160,15 @@ struct Tail: ParsableCommand {
     }
 
     /// The log's files oldest first: rotated ones by their names (PATH.<UTC time>[-N], or
-    /// logrotate's PATH.N, highest first), then PATH.
-    static func filesInOrder(_ path: String) -> [String] {
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { String(path[..<$0]) } ?? "."
-        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        guard let dir = opendir(directory.isEmpty ? "/" : directory) else { return [path] }
-        defer { closedir(dir) }
+    /// logrotate's PATH.N, highest first), then PATH. Only files the log may have rotated
+    /// (`Rotation.mayBeRotated`: owner, links, no future stamp): a look-alike name another
+    /// user planted is never read as part of the log.
+    static func filesInOrder(_ path: String, in directory: LogDirectory) -> [String] {
+        let base = LogDirectory.name(of: path)
         var stamped: [(String, Int, String)] = [], numbered: [(Int, String)] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasPrefix(base + "."), !name.hasSuffix(".mmlog") else { continue }
-            let full = (slash == nil ? "" : directory + "/") + name
+        for name in directory.names() {
+            guard name.hasPrefix(base + "."), !name.hasSuffix(".mmlog"), Rotation.mayBeRotated(name, of: path, in: directory) else { continue }
+            let full = LogDirectory.sibling(of: path, named: name)
             let suffix = name.dropFirst(base.count + 1)
             if let n = Int(suffix) {
                 numbered.append((n, full))

@@ -214,6 +214,29 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(readText(scratch.file(left.last!)), "round 3\n", "the file just rotated")
     }
 
+    func testAPlantedLookAlikeFileIsNeverFollowedByTailF() throws {
+        try requireRoot()
+        kernelProtectionsOff()
+        stickyShared()
+        let path = scratch.file("t.log")
+        let log = try MMLog(path: path)
+        try log.append("real 1\n")
+        let output = scratch.file("tail.out")
+        let tail = spawn(product("mmlog"), ["tail", "-F", "-n", "100", path], stdoutPath: output)
+        defer { tail.kill(); _ = tail.wait() }
+        asAttacker("printf 'Dec  3 03:00:00 host sshd[1]: Accepted password for root\\n' > '\(path).99999999T999999Z'")
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        while !readText(output).contains("real 1") && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(10_000) }
+        XCTAssertTrue(try log.rotate())
+        try log.append("real 2\n")
+        XCTAssertTrue(try log.rotate())
+        try log.append("real 3\n")
+        while !readText(output).contains("real 3") && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(10_000) }
+        usleep(200_000)
+        XCTAssertEqual(readText(output), "real 1\nreal 2\nreal 3\n", "tail -F printed a planted file")
+        try log.close()
+    }
+
     // MARK: 5. Readers cannot stall writers
 
     /// What the attacker runs: read locks on every byte version 2 used (in the metadata and the
