@@ -77,8 +77,11 @@ extension LogFile {
     }
 
     /// The last handle leaving a retired file (alone, holding the grow lock, trimmed): records
-    /// the ranges of writers that died in flight as holes, zero-fills every hole (so the file
-    /// reads as plain text once its metadata is gone), flushes, and removes the metadata.
+    /// the ranges of writers that died in flight as holes, fills every hole with spaces ending
+    /// in a newline (so the file reads as plain text once its metadata is gone: a hole is a
+    /// blank line to `cat`, `grep` and every shipper, never NUL bytes or half a record), flushes,
+    /// and removes the metadata. Filled in place, not cut out: a reader may be reading the
+    /// file by offset as it is finished.
     private func finishRetired() throws(MMLogError) {
         for i in header.activeSlots {
             let state = header.slotState(i).load(ordering: .acquiring)
@@ -86,16 +89,19 @@ extension LogFile {
             if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
         }
         let end = fileSize.load(ordering: .acquiring)
-        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
-        defer { zeros.deallocate() }
-        zeros.initializeMemory(as: UInt8.self, repeating: 0)
-        for hole in header.recordedHoles() where hole.lowerBound < end {
+        let blank = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
+        defer { blank.deallocate() }
+        blank.initializeMemory(as: UInt8.self, repeating: UInt8(ascii: " "))
+        for hole in mergeRanges(header.recordedHoles()) where hole.lowerBound < end {
+            let stop = min(hole.upperBound, end)
             var position = hole.lowerBound
-            while position < min(hole.upperBound, end) {
-                let count = Int(min(UInt64(zeros.count), min(hole.upperBound, end) - position))
-                try Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(rebasing: zeros[0..<count]), Int(position), path)
+            while position < stop {
+                let count = Int(min(UInt64(blank.count), stop - position))
+                try Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(rebasing: blank[0..<count]), Int(position), path)
                 position += UInt64(count)
             }
+            var newline = UInt8(ascii: "\n")
+            try withUnsafeBytes(of: &newline) { (byte) throws(MMLogError) in try Sys.pwriteAll(dataFD, byte, Int(stop - 1), path) }
         }
         try Sys.fdatasync(dataFD, path)
         // The metadata is wherever the rotation (or logrotate, shifting names) put it.
