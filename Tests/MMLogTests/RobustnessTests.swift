@@ -143,6 +143,46 @@ final class RobustnessTests: XCTestCase {
         }
     }
 
+    /// A full tmpfs: opening a new log, and a rotation (which starts one), used to die with
+    /// SIGBUS in open (the metadata was sized with ftruncate and its pages touched through a
+    /// mapping the full tmpfs could not supply). Now an error; once space is back, the log
+    /// opens, and every record is in exactly one file.
+    func testOpeningAndRotatingOnAFullDiskAreErrorsNotSIGBUS() throws {
+        guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root; run the suite as root to test ENOSPC") }
+        let mountPoint = scratch.file("full")
+        mkdir(mountPoint, 0o755)
+        let mounted = TestSupport.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint])
+        guard mounted.status.succeeded else { throw XCTSkip("cannot mount tmpfs here: \(mounted.stderr)") }
+        defer { _ = TestSupport.run("/bin/umount", [mountPoint]) }
+        let old = mountPoint + "/old.log"
+        let first = spawn(product("mmlog-writer"), ["--path", old, "--worker", "0", "--ops", "100", "--size", "64", "--text",
+                                                    "--chunk-size", "65536", "--max-chunks", "2"])
+        XCTAssertTrue(first.wait().status.succeeded)
+        let ballast = mountPoint + "/ballast"
+        _ = TestSupport.run("/bin/dd", ["if=/dev/zero", "of=\(ballast)", "bs=64k"])  // until the disk is full
+
+        let fresh = spawn(product("mmlog-writer"), ["--path", mountPoint + "/new.log", "--worker", "1", "--ops", "10", "--size", "64",
+                                                    "--text", "--chunk-size", "65536", "--max-chunks", "2"]).wait()
+        XCTAssertEqual(fresh.status.code, 1, "a new log on a full disk: \(fresh.status) \(fresh.stderr)")
+        XCTAssertTrue(fresh.stderr.contains("No space left on device"), fresh.stderr)
+        let rotate = TestSupport.run(product("mmlog"), ["rotate", old])
+        XCTAssertNotNil(rotate.status.code, "mmlog rotate on a full disk died with signal \(rotate.status.signal ?? 0)")
+
+        unlink(ballast)
+        let after = spawn(product("mmlog-writer"), ["--path", old, "--worker", "2", "--ops", "100", "--size", "64", "--text",
+                                                    "--chunk-size", "65536", "--max-chunks", "2"]).wait()
+        XCTAssertTrue(after.status.succeeded, "the log opens again once space is back: \(after.stderr)")
+        var lines: [UInt8] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: mountPoint).sorted()
+        where name.hasPrefix("old.log") && !name.hasSuffix(".mmlog") {
+            lines += readBytes(mountPoint + "/" + name)
+        }
+        let check = TextLines.check(lines, size: 64)
+        XCTAssertEqual(check.perWorker[0], Array(0..<100), "\(check)")
+        XCTAssertEqual(check.perWorker[2], Array(0..<100), "\(check)")
+        XCTAssertEqual(check.nulBytes, 0)
+    }
+
     func testAFullDiskIsAnErrorAndEarlierRecordsStayWhole() throws {
         guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root; run the suite as root to test ENOSPC") }
         let mountPoint = scratch.file("small")
