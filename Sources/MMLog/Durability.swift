@@ -32,6 +32,14 @@ extension MMLog {
     /// system call.
     public func sync() throws(MMLogError) {
         try checkUsable("sync")
+        // Records this handle appended to a file rotated away that it has not left yet (one
+        // of its threads is still in flight there): no group commit of the new log covers
+        // them, so that file is flushed here (rare: only between a rotation and the leaving).
+        for retired in files.retired() where !retired.fenced.load(ordering: .acquiring) {
+            guard (try? retired.enterSlowPath("sync", closed: closedFlag)) != nil else { continue }
+            defer { retired.leaveSlowPath() }
+            try Sys.fdatasync(retired.dataFD, retired.path)
+        }
         let file = current
         try file.enterSlowPath("sync", closed: closedFlag)
         defer { file.leaveSlowPath() }

@@ -352,6 +352,16 @@ final class FileList: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
+    /// The files before the current one that this handle has not left yet (retired by a
+    /// rotation while one of its threads was in flight there); no allocation when none.
+    func retired() -> [LogFile] {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        var found: [LogFile] = []
+        for file in files.dropLast() where !file.fenced.load(ordering: .acquiring) { found.append(file) }
+        return found
+    }
+
     /// Every file, oldest first. `locking: false` only in a single-threaded child after fork.
     func all(locking: Bool = true) -> [LogFile] {
         if !locking { return files }
