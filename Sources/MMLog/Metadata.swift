@@ -459,7 +459,8 @@ struct Metadata {
         let p = base + MetadataLayout.holesOffset + i * MetadataLayout.holeEntrySize
         let start = UnsafeAtomic<UInt64>(at: p.assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
         let end = UnsafeAtomic<UInt64>(at: (p + 8).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
-        return (start.load(ordering: .relaxed), end.load(ordering: .relaxed))
+        // Clamped: a hostile entry must not reach an Int conversion or an addition past 2^64.
+        return (min(start.load(ordering: .relaxed), MetadataLayout.maxOffset), min(end.load(ordering: .relaxed), MetadataLayout.maxOffset))
     }
 
     func setHoleEntry(_ i: Int, start: UInt64, end: UInt64) {

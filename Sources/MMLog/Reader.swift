@@ -152,7 +152,7 @@ public final class MMLogReader {
     /// Every byte below this offset is final. Advances as writers complete appends; passes a
     /// writer that died in flight within about `deadWriterProbeDelay` of its death.
     public func committedOffset() throws(MMLogError) -> Int {
-        Int(try watermark())
+        Int(clamping: try watermark())
     }
 
     private func watermark() throws(MMLogError) -> UInt64 {
@@ -227,7 +227,7 @@ public final class MMLogReader {
 
     /// The ranges readers skip: recorded holes and the ranges of writers found dead in flight.
     public func holes() throws(MMLogError) -> [Range<Int>] {
-        currentHoles().map { Int($0.lowerBound)..<Int($0.upperBound) }
+        currentHoles().map { Int(clamping: $0.lowerBound)..<Int(clamping: $0.upperBound) }
     }
 
     private func currentHoles() -> [Range<UInt64>] {
@@ -336,7 +336,7 @@ public final class MMLogReader {
         guard let metadata, metadata.header.version != MetadataLayout.version1 else { return nil }
         let word = metadata.header.cursor.load(ordering: .acquiring)
         guard word & Cursor.retiredBit != 0 else { return nil }
-        return Int(metadata.header.retiredAt.load(ordering: .acquiring))
+        return Int(clamping: metadata.header.retiredAt.load(ordering: .acquiring))
     }
 
     /// The device and inode of the data file this reader reads.

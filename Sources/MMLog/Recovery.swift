@@ -120,7 +120,7 @@ enum Recovery {
         for i in inFlight {
             if let hole = meta.deadHole(state: meta.slotState(i).load(ordering: .acquiring), end: meta.slotEnd(i).load(ordering: .relaxed)) {
                 meta.recordHole(hole.lowerBound, hole.upperBound)
-                report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
+                report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
             }
         }
         let everything = meta.idleBound  // all of it is written or a hole: everyone is gone
@@ -131,7 +131,7 @@ enum Recovery {
             var resume: UInt64 = 0
             if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles(), resume: &resume) {
                 meta.recordHole(hole.lowerBound, hole.upperBound)
-                report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
+                report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
             } else if resume < everything {
                 unwrittenTail = min(unwrittenTail, resume)  // its zeros run to the end: see below
             }
@@ -205,7 +205,7 @@ enum Recovery {
         meta.recordClip(at: resume)
         for hole in unwritten {
             meta.recordHole(hole.lowerBound, hole.upperBound)
-            report.holesRecorded.append(Int(hole.lowerBound)..<Int(hole.upperBound))
+            report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
         }
         var allocated = size
         if size > resume {

@@ -69,8 +69,8 @@ public struct MMLogStatus: Sendable, Codable {
         path = reader.path
         metadataPath = reader.metadataPath
         dataFileSize = size
-        self.committed = Int(committed)
-        self.holes = holes.map { [Int($0.lowerBound), Int($0.upperBound)] }
+        self.committed = Int(clamping: committed)
+        self.holes = holes.map { [Int(clamping: $0.lowerBound), Int(clamping: $0.upperBound)] }
         guard let metadata else {
             formatVersion = 0; chunkSize = 0; cursor = size; allocated = size; durable = 0; generation = 0
             sealed = false; retired = false; retiredAt = nil; lastCloseClean = true; writersAttached = false
@@ -80,10 +80,10 @@ public struct MMLogStatus: Sendable, Codable {
         }
         let header = metadata.header, liveness = metadata.liveness
         let word = header.cursor.load(ordering: .acquiring)
-        formatVersion = Int(header.version)
-        chunkSize = Int(header.chunkSize)
-        cursor = Int(Cursor.offset(word))
-        allocated = Int(header.fileSize.load(ordering: .acquiring))
+        formatVersion = Int(clamping: header.version)
+        chunkSize = Int(clamping: header.chunkSize)
+        cursor = Int(clamping: Cursor.offset(word))
+        allocated = Int(clamping: header.fileSize.load(ordering: .acquiring))
         sealed = word & Cursor.sealBit != 0
         writersAttached = try liveness.attached(header)
         guard header.version != MetadataLayout.version1 else {
@@ -92,10 +92,10 @@ public struct MMLogStatus: Sendable, Codable {
             rotations = 0; flushes = 0; syncCalls = 0; headerIsLive = true
             return
         }
-        durable = Int(header.durable.load(ordering: .acquiring))
-        generation = Int(Cursor.gen(word))
+        durable = Int(clamping: header.durable.load(ordering: .acquiring))
+        generation = Int(clamping: Cursor.gen(word))
         retired = word & Cursor.retiredBit != 0
-        retiredAt = retired ? Int(header.retiredAt.load(ordering: .acquiring)) : nil
+        retiredAt = retired ? Int(clamping: header.retiredAt.load(ordering: .acquiring)) : nil
         lastCloseClean = header.clean.load(ordering: .relaxed) == 1
         var handles: [Handle] = []
         for i in 0..<MetadataLayout.handleCount {
@@ -103,7 +103,7 @@ public struct MMLogStatus: Sendable, Codable {
             guard entry.load(fromByteOffset: 4, as: UInt32.self) != 0 else { continue }
             let alive = try liveness.handleAlive(header, i)
             handles.append(Handle(pid: Int(entry.load(fromByteOffset: 0, as: Int32.self)),
-                                  openedAt: Int(entry.load(fromByteOffset: 8, as: UInt64.self)), alive: alive))
+                                  openedAt: Int(clamping: entry.load(fromByteOffset: 8, as: UInt64.self)), alive: alive))
         }
         self.handles = handles
         var writers: [Writer] = []
@@ -114,20 +114,20 @@ public struct MMLogStatus: Sendable, Codable {
             // List the slots in use: owned now, or left in flight by a writer that died.
             if !alive && state & Slot.inFlight == 0 { continue }
             let inFlight = state & Slot.inFlight != 0, exact = state & Slot.exact != 0
-            writers.append(Writer(slot: i, pid: Int(owner.pid), tid: Int(owner.tid),
+            writers.append(Writer(slot: i, pid: Int(clamping: owner.pid), tid: Int(clamping: owner.tid),
                                   state: inFlight ? (exact ? "in flight" : "reserving") : "idle",
-                                  offset: Int(Cursor.offset(state)),
-                                  end: inFlight && exact ? Int(header.slotEnd(i).load(ordering: .relaxed)) : nil,
+                                  offset: Int(clamping: Cursor.offset(state)),
+                                  end: inFlight && exact ? Int(clamping: header.slotEnd(i).load(ordering: .relaxed)) : nil,
                                   alive: alive))
         }
         self.writers = writers
         liveWriters = writers.filter { $0.alive }.count
         deadWriters = writers.filter { !$0.alive && $0.state != "idle" }.count
-        holesDropped = Int(header.holesDropped.load(ordering: .relaxed))
-        recoveries = Int(header.recoveries)
-        rotations = Int(header.rotations.load(ordering: .relaxed))
-        flushes = Int(header.flushes.load(ordering: .relaxed))
-        syncCalls = Int(header.syncCalls.load(ordering: .relaxed))
+        holesDropped = Int(clamping: header.holesDropped.load(ordering: .relaxed))
+        recoveries = Int(clamping: header.recoveries)
+        rotations = Int(clamping: header.rotations.load(ordering: .relaxed))
+        flushes = Int(clamping: header.flushes.load(ordering: .relaxed))
+        syncCalls = Int(clamping: header.syncCalls.load(ordering: .relaxed))
         let identity = try Sys.identity(dataFD, reader.path)
         headerIsLive = header.dataDevice == identity.device && header.dataInode == identity.inode && header.bootID == Sys.bootID
     }
