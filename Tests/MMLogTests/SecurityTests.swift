@@ -309,6 +309,46 @@ final class SecurityTests: XCTestCase {
         try survivor.close()
     }
 
+    // MARK: 6. Hostile metadata
+
+    /// Values a writer of the metadata can plant: each made writers, `mmlog recover`, `stat` or
+    /// `cat` die with SIGILL (unchecked conversions), or `cat` print nothing. Each command must
+    /// end with exit 0 or 1, never a signal, and a log that opens keeps its records.
+    func testHostileHeaderValuesCrashNoToolAndNoWriter() throws {
+        typealias L = MetadataLayout
+        let slot0 = L.slotsOffset
+        let cases: [(String, [(Int, UInt64)])] = [
+            ("an in-flight slot 0 ending at 2^64-1", [(slot0 + Slot.stateOffset, Slot.inFlight | Slot.exact | 10),
+                                                      (slot0 + Slot.endOffset, UInt64.max), (L.slotHighWaterOffset, 1)]),
+            ("durable, flushes and syncs past 2^63", [(L.durableOffset, 1 << 63), (L.flushesOffset, UInt64.max),
+                                                      (L.syncCallsOffset, 1 << 63)]),
+            ("a handle opened at 2^64-1", [(L.handlesOffset + 8, UInt64.max), (L.handlesOffset, 1 | (1 << 32))]),
+            ("a hole ending past 2^63", [(L.holesOffset, 3), (L.holesOffset + 8, (1 << 63) + 5), (L.holeCountOffset, 1)]),
+            ("a hole from 0 to 2^64-1", [(L.holesOffset, 0), (L.holesOffset + 8, UInt64.max), (L.holeCountOffset, 1)]),
+        ]
+        for (name, fields) in cases {
+            let path = scratch.file("hostile.log")
+            for file in MMLog.files(ofLog: path) { unlink(file) }
+            let log = try MMLog(path: path)
+            for i in 0..<20 { try log.append("line \(i)\n") }
+            try log.close()
+            var header = readBytes(path + ".mmlog")
+            header.withUnsafeMutableBytes { raw in
+                for (offset, value) in fields { raw.storeBytes(of: value, toByteOffset: offset, as: UInt64.self) }
+            }
+            writeBytes(path + ".mmlog", header)
+            for command in [["stat", path], ["stat", "--json", path], ["cat", path], ["tail", "-n", "3", path], ["recover", path]] {
+                let (status, stderr) = mmlog(command)
+                XCTAssertTrue(status == "exit 0" || status == "exit 1", "\(name): mmlog \(command.joined(separator: " ")): \(status ?? "hung"): \(stderr)")
+            }
+            let writer = TestSupport.run(product("mmlog-writer"), ["--path", path, "--worker", "1", "--ops", "10", "--size", "40", "--text"])
+            XCTAssertNotNil(writer.status.code, "\(name): a writer died with signal \(writer.status.signal ?? 0)")
+            if writer.status.code == 0 {
+                XCTAssertTrue(readText(path).hasPrefix((0..<20).map { "line \($0)\n" }.joined()), "\(name): the records before")
+            }
+        }
+    }
+
     // MARK: 7. The CLI on odd files
 
     func testTheToolRefusesFIFOsDirectoriesAndMissingLogsAtOnce() throws {
