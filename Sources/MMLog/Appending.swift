@@ -175,7 +175,7 @@ extension LogFile {
         do throws(MMLogError) {
             try Sys.pwriteAll(dataFD, bytes, Int(start), path)
         } catch {
-            try? withGrowLock { () throws(MMLogError) in header.recordHole(start, end) }
+            try? withGrowLock { () throws(MMLogError) in header.recordHole(start, end, dataFD: dataFD) }
             throw error
         }
     }

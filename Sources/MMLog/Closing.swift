@@ -86,22 +86,11 @@ extension LogFile {
         for i in header.activeSlots {
             let state = header.slotState(i).load(ordering: .acquiring)
             guard state & Slot.inFlight != 0 else { continue }
-            if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
+            if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD) }
         }
         let end = fileSize.load(ordering: .acquiring)
-        let blank = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
-        defer { blank.deallocate() }
-        blank.initializeMemory(as: UInt8.self, repeating: UInt8(ascii: " "))
-        for hole in mergeRanges(header.recordedHoles()) where hole.lowerBound < end {
-            let stop = min(hole.upperBound, end)
-            var position = hole.lowerBound
-            while position < stop {
-                let count = Int(min(UInt64(blank.count), stop - position))
-                try Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(rebasing: blank[0..<count]), Int(position), path)
-                position += UInt64(count)
-            }
-            var newline = UInt8(ascii: "\n")
-            try withUnsafeBytes(of: &newline) { (byte) throws(MMLogError) in try Sys.pwriteAll(dataFD, byte, Int(stop - 1), path) }
+        for hole in header.recordedHoles() where hole.lowerBound < end {
+            header.fillBlank(hole.lowerBound, min(hole.upperBound, end), dataFD: dataFD)
         }
         try Sys.fdatasync(dataFD, path)
         // The metadata is wherever the rotation (or logrotate, shifting names) put it.

@@ -34,7 +34,7 @@ extension LogFile {
     func grow(start: UInt64, end: UInt64, gen: UInt64, probe: Bool = false, idle: inout UInt64) throws(MMLogError) -> GrowOutcome {
         try withGrowLock { () throws(MMLogError) -> GrowOutcome in
             if !probe, let point = header.voidedAt(start: start, end: end, gen: gen) {
-                if start < point { header.recordHole(start, point) }
+                if start < point { header.recordHole(start, point, dataFD: dataFD) }
                 return .voided(idle: min(start, point))
             }
             let size = fileSize.load(ordering: .acquiring)
@@ -109,11 +109,11 @@ extension LogFile {
                     // and a reader that then passes it as dead has passed the allocated end.)
                     let point = min(start, size)
                     let ours = ownedSlots
-                    let voided = header.voidReservations(above: point) { slotOwnerAlive($0, ours: ours) }
+                    let voided = header.voidReservations(above: point, dataFD: dataFD) { slotOwnerAlive($0, ours: ours) }
                     if !voided {
                         // Not given back now (see `voidReservations`): ours stays reserved and is
                         // never written, so it is a hole (clipped if a later void gives it back).
-                        header.recordHole(start, end)
+                        header.recordHole(start, end, dataFD: dataFD)
                     }
                     idle = min(start, point)
                 }
@@ -151,14 +151,14 @@ extension Metadata {
     /// caller records its own as a hole. A dead owner's reservation is settled instead: its
     /// hole recorded while its void point is still known, its slot left idle.
     @discardableResult
-    func voidReservations(above point: UInt64, alive: (Int) -> Bool = { _ in false }) -> Bool {
+    func voidReservations(above point: UInt64, dataFD: Int32, alive: (Int) -> Bool = { _ in false }) -> Bool {
         // `point` is the allocated size, or the start of the one reservation that straddles it
         // (then every completed reservation still ends at or below it).
         var word = cursor.load(ordering: .acquiring)
         while Cursor.offset(word) > point {
             let gen = Cursor.genDistance(from: 0, to: Cursor.gen(word) &+ 1)
             if slotHoldsReservation(ofGeneration: gen) { return false }
-            if !settleReservations(losingTheirVoidPointTo: gen, alive: alive) { return false }
+            if !settleReservations(losingTheirVoidPointTo: gen, dataFD: dataFD, alive: alive) { return false }
             voidPoint(gen).store(point, ordering: .releasing)  // before the CAS that publishes gen
             recordClip(at: point)
             let (done, seen) = cursor.compareExchange(
@@ -174,14 +174,14 @@ extension Metadata {
     /// more than `voidPointCount` generations old still needs (`voidedAt`). False when such a
     /// reservation's owner is alive; a dead owner's is recorded as a hole now and its slot
     /// left idle. The caller holds the grow lock (or is alone).
-    private func settleReservations(losingTheirVoidPointTo gen: UInt64, alive: (Int) -> Bool) -> Bool {
+    private func settleReservations(losingTheirVoidPointTo gen: UInt64, dataFD: Int32, alive: (Int) -> Bool) -> Bool {
         for i in activeSlots {
             let state = slotState(i).load(ordering: .acquiring)
             guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact,
                   Cursor.genDistance(from: Cursor.gen(state), to: gen) > UInt64(MetadataLayout.voidPointCount) else { continue }
             if alive(i) { return false }
             if let hole = deadHole(state: state, end: slotEnd(i).load(ordering: .relaxed)) {
-                recordHole(hole.lowerBound, hole.upperBound)
+                recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD)
             }
             slotState(i).store(idleBound, ordering: .releasing)
         }

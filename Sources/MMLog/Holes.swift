@@ -7,8 +7,15 @@ import Atomics
 /// `holeCount` (releasing) counts it. Entries are only appended, except that the newest one
 /// may grow to take in an adjacent range.
 extension Metadata {
-    /// Records [start, end) as a hole. The caller holds the grow lock, or is alone.
-    func recordHole(_ start: UInt64, _ end: UInt64) {
+    /// Entries kept for clips: a table full of holes still records the voids that give ranges
+    /// back (a clip lost would hide the records written there later from every reader).
+    static let clipReserve = 64
+
+    /// Records [start, end) as a hole. The caller holds the grow lock, or is alone. When the
+    /// table is full (4,032 holes: years of crashes), the range is filled in the data file
+    /// instead, with spaces and a newline (a blank line, as in a finished rotated file): no
+    /// live writer owns it, and a reader then reads a blank line rather than NUL bytes.
+    func recordHole(_ start: UInt64, _ end: UInt64, dataFD: Int32) {
         guard end > start else { return }
         let count = Int(holeCount.load(ordering: .relaxed))
         if count > 0 {
@@ -21,13 +28,30 @@ extension Metadata {
                 return
             }
         }
-        guard count < MetadataLayout.holeCapacity else {
+        guard count < MetadataLayout.holeCapacity - Self.clipReserve else {
             holesDropped.wrappingIncrement(ordering: .relaxed)
+            fillBlank(start, min(end, fileSize.load(ordering: .acquiring)), dataFD: dataFD)
             return
         }
         setHoleEntry(count, start: start, end: end)
         holeCount.store(UInt64(count + 1), ordering: .releasing)  // pairs with readers' acquiring load
         holeReach.store(max(holeReach.load(ordering: .relaxed), end), ordering: .relaxed)
+    }
+
+    /// Writes spaces over [start, end) and a newline at its last byte (best effort: on failure
+    /// the range keeps its zeros).
+    func fillBlank(_ start: UInt64, _ end: UInt64, dataFD: Int32) {
+        guard end > start else { return }
+        let blank = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
+        defer { blank.deallocate() }
+        blank.initializeMemory(as: UInt8.self, repeating: UInt8(ascii: " "))
+        var position = start
+        while position < end {
+            let count = Int(min(UInt64(blank.count), end - position))
+            if position + UInt64(count) == end { blank[count - 1] = UInt8(ascii: "\n") }
+            guard (try? Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(rebasing: blank[0..<count]), Int(position), "hole")) != nil else { return }
+            position += UInt64(count)
+        }
     }
 
     /// Records that nothing at or above `point` is a hole any more (a void gave that range

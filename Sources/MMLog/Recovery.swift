@@ -119,7 +119,7 @@ enum Recovery {
         let inFlight = meta.activeSlots.filter { meta.slotState($0).load(ordering: .acquiring) & Slot.inFlight != 0 }
         for i in inFlight {
             if let hole = meta.deadHole(state: meta.slotState(i).load(ordering: .acquiring), end: meta.slotEnd(i).load(ordering: .relaxed)) {
-                meta.recordHole(hole.lowerBound, hole.upperBound)
+                meta.recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD)
                 report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
             }
         }
@@ -130,7 +130,7 @@ enum Recovery {
             report.deadWriters += 1
             var resume: UInt64 = 0
             if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles(), resume: &resume) {
-                meta.recordHole(hole.lowerBound, hole.upperBound)
+                meta.recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD)
                 report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
             } else if resume < everything {
                 unwrittenTail = min(unwrittenTail, resume)  // its zeros run to the end: see below
@@ -157,7 +157,7 @@ enum Recovery {
         let size = meta.fileSize.load(ordering: .relaxed)
         if Cursor.offset(meta.cursor.load(ordering: .relaxed)) > size {
             report.found.append("reservations above the allocated size \(size) (writers that died waiting for the file to grow, or appends that failed) were given back")
-            meta.voidReservations(above: size)
+            meta.voidReservations(above: size, dataFD: dataFD)
         }
         // Bytes past the cursor: appends never write there, so any that are not zero were
         // written by another program. Keep them; resume after them.
@@ -165,7 +165,7 @@ enum Recovery {
         if actual > end, let written = try nonZeroExtent(dataFD, path, from: end, to: actual) {
             report.found.append("\(written.upperBound - written.lowerBound) bytes at \(written.lowerBound) after the last record were written by another program: kept, appends resume after them")
             if written.lowerBound > end {
-                meta.recordHole(end, written.lowerBound)
+                meta.recordHole(end, written.lowerBound, dataFD: dataFD)
                 report.holesRecorded.append(Int(end)..<Int(written.lowerBound))
             }
             meta.fileSize.store(max(size, written.upperBound), ordering: .releasing)
@@ -204,7 +204,7 @@ enum Recovery {
         // Holes the stale table recorded below the resume point stay; nothing above it is one.
         meta.recordClip(at: resume)
         for hole in unwritten {
-            meta.recordHole(hole.lowerBound, hole.upperBound)
+            meta.recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD)
             report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
         }
         var allocated = size

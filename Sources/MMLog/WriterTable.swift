@@ -85,7 +85,7 @@ extension LogFile {
         let state = header.slotState(i).load(ordering: .acquiring)
         guard state & Slot.inFlight != 0 else { return false }
         try withGrowLock { () throws(MMLogError) in
-            if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound) }
+            if let hole = deadHole(slot: i, state: state) { header.recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD) }
         }
         return true
     }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import BenchRecords
+import MMLog
 import TestSupport
 import XCTest
 
@@ -181,6 +182,37 @@ final class RobustnessTests: XCTestCase {
         XCTAssertEqual(check.perWorker[0], Array(0..<100), "\(check)")
         XCTAssertEqual(check.perWorker[2], Array(0..<100), "\(check)")
         XCTAssertEqual(check.nulBytes, 0)
+    }
+
+    /// A hole table full of holes (4,032: years of crashes) dropped the next hole, and readers
+    /// then read the dead writer's zeros as data. Now the range is filled with a blank line.
+    func testAFullHoleTableFillsTheNextHoleInsteadOfDroppingIt() throws {
+        let path = scratch.file("holes.log")
+        let log = try MMLog(path: path)
+        try log.append("first\n")
+        try log.close()
+        var header = readBytes(path + ".mmlog")
+        header.withUnsafeMutableBytes { raw in
+            let full = MetadataLayout.holeCapacity - 64
+            for i in 0..<full {  // empty entries: holes of no bytes
+                raw.storeBytes(of: UInt64(1), toByteOffset: MetadataLayout.holesOffset + 16 * i, as: UInt64.self)
+                raw.storeBytes(of: UInt64(1), toByteOffset: MetadataLayout.holesOffset + 16 * i + 8, as: UInt64.self)
+            }
+            raw.storeBytes(of: UInt64(full), toByteOffset: MetadataLayout.holeCountOffset, as: UInt64.self)
+        }
+        writeBytes(path + ".mmlog", header)
+        let survivor = try MMLog(path: path)
+        let dead = spawn(product("mmlog-writer"), ["--path", path, "--worker", "1", "--ops", "10", "--size", "32", "--text",
+                                                   "--abandon-after", "3"])
+        XCTAssertTrue(dead.wait().status.succeeded)
+        try survivor.append("after\n")
+        try survivor.close()
+        try MMLog(path: path).close()  // the next opener alone records the dead writer's hole
+        let cat = TestSupport.run(product("mmlog"), ["cat", path])
+        XCTAssertEqual(cat.status.code, 0, cat.stderr)
+        XCTAssertFalse(cat.stdout.utf8.contains(0), "the dead writer's zeros were read as data")
+        XCTAssertFalse(readBytes(path).contains(0), "NUL bytes in the data file")
+        XCTAssertTrue(cat.stdout.hasPrefix("first\n") && cat.stdout.hasSuffix("after\n"), cat.stdout)
     }
 
     func testAFullDiskIsAnErrorAndEarlierRecordsStayWhole() throws {
