@@ -35,6 +35,18 @@ struct Fuzzer {
     var counts: [Verdict: Int] = [:]
     /// Distinct failures: (command, symptom, where) -> (how many, the first case).
     var distinct: [String: (count: Int, first: String)] = [:]
+    /// Failures by where they happen (the trapping line, or the symptom), across entry points.
+    var byPlace: [String: Place] = [:]
+
+    struct Place {
+        var first: String
+        var runs = 0
+        var entryPoints: Set<String> = []
+        mutating func add(_ command: String) {
+            runs += 1
+            entryPoints.insert(command)
+        }
+    }
 
     var failures: Int { counts.filter { $0.key != .ok && $0.key != .cleanError }.map(\.value).reduce(0, +) }
 
@@ -214,6 +226,8 @@ struct Fuzzer {
         if verdict != .ok && verdict != .cleanError {
             let group = "\(command): \(verdict.rawValue) \(verdict == .crash ? symptom : kind)\(location.isEmpty ? "" : " at \(location)")"
             distinct[group, default: (0, label)].count += 1
+            let place = location.isEmpty ? "\(verdict.rawValue): \(kind.isEmpty ? symptom : kind)" : "\(location): \(symptom)"
+            byPlace[place, default: Place(first: "\(label) (\(corruption.description.prefix(300)))")].add(command)
             printOut("\(verdict.rawValue) \(label): \(command): \(symptom)\(location.isEmpty ? "" : " at \(location)")")
             printOut("    changed: \(corruption.description)")
             printOut("    replay: mmlog-fuzz --dir \(directory) --seed \(seed) --case \(label.split(separator: " ").last!)")
@@ -301,6 +315,12 @@ struct Fuzzer {
             printOut("mmlog-fuzz: distinct failures (entry point, symptom, where; count; first case):")
             for (group, seen) in distinct.sorted(by: { $0.key < $1.key }) {
                 printOut("  \(group); \(seen.count); \(seen.first)")
+            }
+        }
+        if !byPlace.isEmpty {
+            printOut("mmlog-fuzz: failures by where they trap (or what they do): runs; entry points; first case (its changes)")
+            for (place, seen) in byPlace.sorted(by: { $0.key < $1.key }) {
+                printOut("  \(place)\n      \(seen.runs) runs; \(seen.entryPoints.sorted().joined(separator: ", ")); \(seen.first)")
             }
         }
         let runs = counts.values.reduce(0, +)

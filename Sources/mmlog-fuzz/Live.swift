@@ -52,7 +52,7 @@ extension Fuzzer {
         // A reader and the operator's view after it all.
         for (command, arguments) in [("mmlog cat", ["cat", livePath]), ("mmlog stat", ["stat", livePath])] {
             let ran = runChild(product("mmlog"), arguments, scratch: scratch, timeoutSeconds: timeout)
-            judgeLive("\(command) after live corruption", ran, livePath: livePath, before: before, label: label,
+            judgeLive("\(command) after live corruption", ran, livePath: livePath, before: nil, label: label,
                       corruption: corruption)
         }
     }
@@ -92,10 +92,12 @@ extension Fuzzer {
 
     /// A writer or reader after a live change: a signal or a timeout fails; an error must name
     /// the log; the bytes committed before the change must still be there.
-    mutating func judgeLive(_ command: String, _ ran: Ran, livePath: String, before: [UInt8], label: String, corruption: Corruption) {
+    /// `before`: the committed bytes to find intact (nil: not checked again after the writers).
+    mutating func judgeLive(_ command: String, _ ran: Ran, livePath: String, before: [UInt8]?, label: String, corruption: Corruption) {
         var verdict: Verdict
         var symptom: String
         var location = ""
+        var kind = ""
         switch ran.end {
         case .timedOut:
             verdict = .hang
@@ -117,7 +119,7 @@ extension Fuzzer {
                 symptom = "exit \(code): \(message.isEmpty ? "(no message)" : String(message.prefix(300)))"
             }
         }
-        if verdict != .hang {
+        if verdict != .hang, let before {
             var after = readFile(livePath)
             if !after.starts(with: before),
                let moved = rotatedFiles(besides: livePath).map(readFile).first(where: { $0.starts(with: before) }) {
@@ -126,6 +128,7 @@ extension Fuzzer {
             if !after.starts(with: before) {
                 let first = zip(after, before).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(after.count, before.count)
                 verdict = .damaged
+                kind = "committed bytes changed"
                 symptom += "; the \(before.count) bytes committed before the change differ at \(first) (file now \(after.count) bytes)"
             }
         }
@@ -133,11 +136,13 @@ extension Fuzzer {
         tally[command, default: [:]][key, default: 0] += 1
         counts[verdict, default: 0] += 1
         if verdict != .ok && verdict != .cleanError {
-            let group = "\(command): \(verdict.rawValue) \(verdict == .crash ? symptom : "")\(location.isEmpty ? "" : " at \(location)")"
+            let group = "\(command): \(verdict.rawValue) \(verdict == .crash ? symptom : kind)\(location.isEmpty ? "" : " at \(location)")"
             distinct[group, default: (0, label)].count += 1
+            let place = location.isEmpty ? "\(verdict.rawValue): \(kind.isEmpty ? symptom : kind)" : "\(location): \(symptom)"
+            byPlace[place, default: Place(first: "\(label) (\(corruption.description.prefix(300)))")].add(command)
             printOut("\(verdict.rawValue) \(label): \(command): \(symptom)\(location.isEmpty ? "" : " at \(location)")")
             printOut("    changed: \(corruption.description)")
-            printOut("    replay: mmlog-fuzz --dir \(directory) --seed \(seed) --cases 0 --live-cases 1 --case <cases + \(label.split(separator: " ").last!)>")
+            printOut("    replay: mmlog-fuzz --dir \(directory) --seed \(seed) --cases 0 --live-cases 1 --case \(label.split(separator: " ").last!)")
         } else if verbose {
             printOut("  \(command): \(verdict.rawValue): \(symptom)")
         }
