@@ -13,6 +13,47 @@ enum Verdict: String {
          silentWrong = "SILENT WRONG"
 }
 
+/// A verdict, what was seen, and what the failure groups by besides its entry point: the
+/// trapping line (a crash) or the kind of wrong.
+struct Judgement {
+    var verdict: Verdict
+    var symptom: String
+    var kind = ""
+    var location = ""
+
+    /// How a child ended: a signal is a crash, the deadline a hang, exit 0 ok, exit 1 with a
+    /// message that names one of `naming` a clean error; anything else an unclear error.
+    init(_ ran: Ran, naming: [String], timeout: Double) {
+        switch ran.end {
+        case .timedOut:
+            verdict = .hang
+            symptom = "no end after \(timeout) s: killed"
+        case .signaled(let signal):
+            verdict = .crash
+            symptom = signalName(signal)
+            location = trapLocation(ran.stderr) ?? ""
+        case .exited(0):
+            verdict = .ok
+            symptom = "exit 0"
+        case .exited(let code):
+            let message = ran.stderr.split(separator: "\n").first.map(String.init) ?? ""
+            if code == 1 && !message.isEmpty && naming.contains(where: { ran.stderr.contains($0) }) {
+                verdict = .cleanError
+                symptom = "exit 1: \(message.prefix(200))"
+            } else {
+                verdict = .unclear
+                symptom = "exit \(code): \(message.isEmpty ? "(no message)" : String(message.prefix(300)))"
+            }
+        }
+    }
+
+    mutating func fail(_ verdict: Verdict, kind: String, symptom: String) {
+        self.verdict = verdict
+        self.kind = kind
+        self.symptom = symptom
+    }
+}
+
 struct Fuzzer {
     let directory: String
     let path: String
@@ -180,66 +221,49 @@ struct Fuzzer {
     @discardableResult
     mutating func judge(_ command: String, _ ran: Ran, label: String, corruption: Corruption, minimumRecords: Int?,
                         modifies: Bool, afterOpen: Bool = false) -> Verdict {
-        var verdict: Verdict
-        var symptom: String
-        var location = ""
-        var kind = ""  // what the failure groups by, besides the entry point
-        switch ran.end {
-        case .timedOut:
-            verdict = .hang
-            symptom = "no end after \(timeout) s: killed"
-        case .signaled(let signal):
-            verdict = .crash
-            symptom = signalName(signal)
-            if let at = trapLocation(ran.stderr) { location = at }
-        case .exited(0):
-            verdict = .ok
-            symptom = "exit 0"
-            if let minimumRecords {
-                let printed = countRecords(ran.stdout)
-                if printed < minimumRecords {
-                    verdict = afterOpen ? .damaged : .silentWrong
-                    kind = afterOpen ? "records unreadable after a successful open" : "exit 0 without records"
-                    symptom = afterOpen
-                        ? "after a successful open, \(printed) of the \(minimumRecords) records the header does not account for are readable"
-                        : "exit 0, printed \(printed) of the \(minimumRecords) records the header does not account for (\(ran.stdout.count) bytes)"
-                }
-            }
-        case .exited(let code):
-            let message = ran.stderr.split(separator: "\n").first.map(String.init) ?? ""
-            if code == 1 && !message.isEmpty && (ran.stderr.contains(path) || ran.stderr.contains(directory)) {
-                verdict = .cleanError
-                symptom = "exit 1: \(message.prefix(200))"
-            } else {
-                verdict = .unclear
-                symptom = "exit \(code): \(message.isEmpty ? "(no message)" : String(message.prefix(300)))"
+        var judged = Judgement(ran, naming: [path, directory], timeout: timeout)
+        if judged.verdict == .ok, let minimumRecords {
+            let printed = countRecords(ran.stdout)
+            if printed < minimumRecords {
+                judged.fail(afterOpen ? .damaged : .silentWrong,
+                            kind: afterOpen ? "records unreadable after a successful open" : "exit 0 without records",
+                            symptom: afterOpen
+                                ? "after a successful open, \(printed) of the \(minimumRecords) records the header does not account for are readable"
+                                : "exit 0, printed \(printed) of the \(minimumRecords) records the header does not account for (\(ran.stdout.count) bytes)")
             }
         }
-        if modifies, verdict != .hang, let damage = dataDamage() {
-            verdict = .damaged
-            symptom = "\(symptom); \(damage)"
-            kind = "data file changed (\(ran.end == .exited(0) ? "exit 0" : "failed"))"
+        if modifies, judged.verdict != .hang, let damage = dataDamage() {
+            judged.fail(.damaged, kind: "data file changed (\(ran.end == .exited(0) ? "exit 0" : "failed"))",
+                        symptom: "\(judged.symptom); \(damage)")
         }
-        let key = verdict == .crash ? "CRASH \(symptom)" : verdict.rawValue
+        record(command, judged, ran, label: label, corruption: corruption,
+               replay: "--seed \(seed) --case \(label.split(separator: " ").last!)")
+        return judged.verdict
+    }
+
+    /// Counts a judged run; prints it when it failed (every run when replaying a case).
+    mutating func record(_ command: String, _ judged: Judgement, _ ran: Ran, label: String, corruption: Corruption, replay: String) {
+        let verdict = judged.verdict, location = judged.location
+        let key = verdict == .crash ? "CRASH \(judged.symptom)" : verdict.rawValue
         tally[command, default: [:]][key, default: 0] += 1
         counts[verdict, default: 0] += 1
+        let at = location.isEmpty ? "" : " at \(location)"
         if verdict != .ok && verdict != .cleanError {
-            let group = "\(command): \(verdict.rawValue) \(verdict == .crash ? symptom : kind)\(location.isEmpty ? "" : " at \(location)")"
+            let group = "\(command): \(verdict.rawValue) \(verdict == .crash ? judged.symptom : judged.kind)\(at)"
             distinct[group, default: (0, label)].count += 1
-            let place = location.isEmpty ? "\(verdict.rawValue): \(kind.isEmpty ? symptom : kind)" : "\(location): \(symptom)"
+            let place = location.isEmpty ? "\(verdict.rawValue): \(judged.kind.isEmpty ? judged.symptom : judged.kind)" : "\(location): \(judged.symptom)"
             byPlace[place, default: Place(first: "\(label) (\(corruption.description.prefix(300)))")].add(command)
-            printOut("\(verdict.rawValue) \(label): \(command): \(symptom)\(location.isEmpty ? "" : " at \(location)")")
+            printOut("\(verdict.rawValue) \(label): \(command): \(judged.symptom)\(at)")
             printOut("    changed: \(corruption.description)")
-            printOut("    replay: mmlog-fuzz --dir \(directory) --seed \(seed) --case \(label.split(separator: " ").last!)")
+            printOut("    replay: mmlog-fuzz --dir \(directory) \(replay)")
         } else if verbose {
-            printOut("  \(command): \(verdict.rawValue): \(symptom)")
+            printOut("  \(command): \(verdict.rawValue): \(judged.symptom)")
         }
         if verbose && verdict == .crash {
             // The runtime's message and the backtrace's frames (not its registers and images).
             let report = ran.stderr.split(separator: "\n").prefix { !$0.hasPrefix("Registers:") }
             printOut(report.map { "    | " + $0 }.joined(separator: "\n"))
         }
-        return verdict
     }
 
     /// Distinct original records among the lines of `output`.

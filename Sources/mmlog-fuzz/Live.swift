@@ -49,6 +49,11 @@ extension Fuzzer {
             judgeLive("mmlog-writer \(w) (header changed under it)", ran, livePath: livePath, before: before, label: label,
                       corruption: corruption)
         }
+        defer {
+            for file in rotatedFiles(besides: livePath) { unlink(file); unlink(file + ".mmlog") }
+            unlink(livePath)
+            unlink(livePath + ".mmlog")
+        }
         // A reader and the operator's view after it all.
         for (command, arguments) in [("mmlog cat", ["cat", livePath]), ("mmlog stat", ["stat", livePath])] {
             let ran = runChild(product("mmlog"), arguments, scratch: scratch, timeoutSeconds: timeout)
@@ -87,39 +92,25 @@ extension Fuzzer {
             let field = Fields.any(&random)
             corruption.changes.append(Change(field: field, value: now.value(for: field, &random)))
         }
+        // A cursor moved far ahead under writers makes them allocate everything up to it (a
+        // 2 GiB jump took 2 GiB of disk): on a shared machine, jump at most 16 MiB, unless
+        // the offset is past the largest log (then the growth fails at once).
+        let limit = dataSize + (16 << 20)
+        for (k, change) in corruption.changes.enumerated() where change.field == Fields.cursor {
+            let offset = Cursor.offset(change.value)
+            if offset > limit && offset <= MetadataLayout.maxLogSize {
+                corruption.changes[k].value = (change.value & ~Cursor.offsetMask) | limit
+            }
+        }
         return (corruption, corruption.changes)
     }
 
     /// A writer or reader after a live change: a signal or a timeout fails; an error must name
-    /// the log; the bytes committed before the change must still be there.
-    /// `before`: the committed bytes to find intact (nil: not checked again after the writers).
+    /// the log; the bytes committed before the change (`before`; nil: not checked again) must
+    /// still be there, in the log or in a file it was rotated to.
     mutating func judgeLive(_ command: String, _ ran: Ran, livePath: String, before: [UInt8]?, label: String, corruption: Corruption) {
-        var verdict: Verdict
-        var symptom: String
-        var location = ""
-        var kind = ""
-        switch ran.end {
-        case .timedOut:
-            verdict = .hang
-            symptom = "no end after its deadline: killed"
-        case .signaled(let signal):
-            verdict = .crash
-            symptom = signalName(signal)
-            if let at = trapLocation(ran.stderr) { location = at }
-        case .exited(0):
-            verdict = .ok
-            symptom = "exit 0"
-        case .exited(let code):
-            let message = ran.stderr.split(separator: "\n").first.map(String.init) ?? ""
-            if code == 1 && ran.stderr.contains(livePath) {
-                verdict = .cleanError
-                symptom = "exit 1: \(message.prefix(200))"
-            } else {
-                verdict = .unclear
-                symptom = "exit \(code): \(message.isEmpty ? "(no message)" : String(message.prefix(300)))"
-            }
-        }
-        if verdict != .hang, let before {
+        var judged = Judgement(ran, naming: [livePath], timeout: 2 * timeout)
+        if judged.verdict != .hang, let before {
             var after = readFile(livePath)
             if !after.starts(with: before),
                let moved = rotatedFiles(besides: livePath).map(readFile).first(where: { $0.starts(with: before) }) {
@@ -127,24 +118,11 @@ extension Fuzzer {
             }
             if !after.starts(with: before) {
                 let first = zip(after, before).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(after.count, before.count)
-                verdict = .damaged
-                kind = "committed bytes changed"
-                symptom += "; the \(before.count) bytes committed before the change differ at \(first) (file now \(after.count) bytes)"
+                judged.fail(.damaged, kind: "committed bytes changed",
+                            symptom: "\(judged.symptom); the \(before.count) bytes committed before the change differ at \(first) (file now \(after.count) bytes)")
             }
         }
-        let key = verdict == .crash ? "CRASH \(symptom)" : verdict.rawValue
-        tally[command, default: [:]][key, default: 0] += 1
-        counts[verdict, default: 0] += 1
-        if verdict != .ok && verdict != .cleanError {
-            let group = "\(command): \(verdict.rawValue) \(verdict == .crash ? symptom : kind)\(location.isEmpty ? "" : " at \(location)")"
-            distinct[group, default: (0, label)].count += 1
-            let place = location.isEmpty ? "\(verdict.rawValue): \(kind.isEmpty ? symptom : kind)" : "\(location): \(symptom)"
-            byPlace[place, default: Place(first: "\(label) (\(corruption.description.prefix(300)))")].add(command)
-            printOut("\(verdict.rawValue) \(label): \(command): \(symptom)\(location.isEmpty ? "" : " at \(location)")")
-            printOut("    changed: \(corruption.description)")
-            printOut("    replay: mmlog-fuzz --dir \(directory) --seed \(seed) --cases 0 --live-cases 1 --case \(label.split(separator: " ").last!)")
-        } else if verbose {
-            printOut("  \(command): \(verdict.rawValue): \(symptom)")
-        }
+        record(command, judged, ran, label: label, corruption: corruption,
+               replay: "--seed \(seed) --cases 0 --live-cases 1 --case \(label.split(separator: " ").last!)")
     }
 }
