@@ -52,7 +52,15 @@ enum Fields {
         Field(name: "recoveries", offset: L.recoveriesOffset, width: 4),
         Field(name: "fileSize", offset: L.fileSizeOffset, width: 8),
         Field(name: "cursor", offset: L.cursorOffset, width: 8),
+        lockRegion, lockNameLength,
     ] + counters + holeFields + rotationFields + [slotHighWater]
+
+    /// Format 3: this header's region of the lock file, and the lock file's name.
+    static let lockRegion = Field(name: "lockRegion", offset: L.lockRegionOffset, width: 8)
+    static let lockNameLength = Field(name: "lockNameLength", offset: L.lockNameOffset, width: 4)
+    static func lockNameByte(_ i: Int) -> Field {
+        Field(name: "lockName[\(i)]", offset: L.lockNameOffset + 4 + i, width: 1)
+    }
 
     static let counters: [Field] = [
         Field(name: "durable", offset: L.durableOffset, width: 8),
@@ -114,7 +122,12 @@ enum Fields {
         case 2: return slot(pickSlot(&random), slotWords[random.below(slotWords.count)])
         case 3: return hole(random.below(8) == 0 ? random.below(L.holeCapacity) : random.below(4), end: random.below(2) == 0)
         case 4: return handle(pickHandle(&random), handleWords[random.below(handleWords.count)])
-        default: return random.below(2) == 0 ? voidPoint(random.below(L.voidPointCount)) : retiredNameByte(random.below(L.retiredNameCapacity))
+        default:
+            switch random.below(3) {
+            case 0: return voidPoint(random.below(L.voidPointCount))
+            case 1: return retiredNameByte(random.below(L.retiredNameCapacity))
+            default: return lockNameByte(random.below(L.lockNameCapacity))
+            }
         }
     }
 
@@ -151,7 +164,7 @@ struct Pristine {
     func offset(_ random: inout SplitMix64) -> UInt64 { value(&random) & Cursor.offsetMask }
 
     func value32(_ random: inout SplitMix64) -> UInt64 {
-        let edges: [UInt64] = [0, 1, 1 << 31, (1 << 31) - 1, (1 << 32) - 1, 999, 1000, 1001, UInt64(getpid())]
+        let edges: [UInt64] = [0, 1, 2, 3, 1 << 31, (1 << 31) - 1, (1 << 32) - 1, 91, 92, 93, 999, 1000, 1001, UInt64(getpid())]
         return random.below(4) == 0 ? random.next() & 0xFFFF_FFFF : edges[random.below(edges.count)]
     }
 
@@ -166,12 +179,12 @@ struct Pristine {
 
 /// A recipe: the fields that mean something together, with boundary values.
 enum Recipe: CaseIterable {
-    case page0, cursorWord, slots, holes, handles, rotation, counters, voidPoints, identity
+    case page0, cursorWord, slots, holes, handles, rotation, counters, voidPoints, identity, locks
 
     /// The writer table and hole table most (their values are used unchecked the most), the
     /// header fields that make the log be refused least.
     static let weighted: [Recipe] = [.page0, .cursorWord, .slots, .slots, .slots, .holes, .holes, .handles, .handles,
-                                     .rotation, .rotation, .counters, .counters, .voidPoints, .identity]
+                                     .rotation, .rotation, .counters, .counters, .voidPoints, .identity, .locks]
 
     func changes(_ p: Pristine, _ random: inout SplitMix64) -> [Change] {
         typealias L = MetadataLayout
@@ -255,6 +268,17 @@ enum Recipe: CaseIterable {
             for _ in 0..<(1 + random.below(3)) {
                 let i = random.below(2) == 0 ? Int(gen % UInt64(L.voidPointCount)) : random.below(L.voidPointCount)
                 set(Fields.voidPoint(i), p.value(&random))
+            }
+        case .locks:
+            // Where this header's locks are: a region of the lock file, and the file's name.
+            let regions: [UInt64] = [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 1 << 46, (1 << 46) + (1 << 16), 1 << 50, .max]
+            set(Fields.lockRegion, random.below(3) == 0 ? p.value(&random) : regions[random.below(regions.count)])
+            if random.below(2) == 0 {
+                let names = [".fuzz.log.mmlog-lock", "fuzz.log", "fuzz.log.mmlog", "../x.mmlog-lock", "/tmp/x", ".", ""]
+                let name = Array(names[random.below(names.count)].utf8)
+                for (k, byte) in name.enumerated() { set(Fields.lockNameByte(k), UInt64(byte)) }
+                let lengths: [UInt64] = [UInt64(name.count), UInt64(name.count), 0, 92, 93, (1 << 32) - 1]
+                set(Fields.lockNameLength, lengths[random.below(lengths.count)])
             }
         case .identity:
             // The header no longer records this data file or this boot: recovery from the data.
