@@ -308,13 +308,17 @@ struct Corruption {
             let field = Fields.any(&random)
             corruption.changes.append(Change(field: field, value: p.value(for: field, &random)))
         }
-        // One change per field: the last value set wins (in the place of the first).
-        var last: [Field: UInt64] = [:]
-        for change in corruption.changes { last[change.field] = change.value }
-        var seen = Set<Field>()
-        corruption.changes = corruption.changes.compactMap { seen.insert($0.field).inserted ? Change(field: $0.field, value: last[$0.field]!) : nil }
+        corruption.mergeChanges()
         let changes = corruption.changes
         return (corruption, { bytes in for change in changes { apply(change, to: &bytes) } })
+    }
+
+    /// One change per field: the last value set wins (in the place of the first).
+    mutating func mergeChanges() {
+        var last: [Field: UInt64] = [:]
+        for change in changes { last[change.field] = change.value }
+        var seen = Set<Field>()
+        changes = changes.compactMap { seen.insert($0.field).inserted ? Change(field: $0.field, value: last[$0.field]!) : nil }
     }
 
     static func apply(_ change: Change, to bytes: inout [UInt8]) {

@@ -92,6 +92,7 @@ extension Fuzzer {
             let field = Fields.any(&random)
             corruption.changes.append(Change(field: field, value: now.value(for: field, &random)))
         }
+        corruption.mergeChanges()
         // A cursor moved far ahead under writers makes them allocate everything up to it (a
         // 2 GiB jump took 2 GiB of disk): on a shared machine, jump at most 16 MiB, unless
         // the offset is past the largest log (then the growth fails at once).
