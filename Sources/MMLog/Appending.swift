@@ -47,11 +47,19 @@ extension MMLog {
     }
 
     /// A trim in this handle sealed the cursor: wait (sleeping, not spinning) until it
-    /// unseals, then reserve again.
+    /// unseals, then reserve again. No other process can trim while this handle is attached,
+    /// so a cursor sealed while no trim of this handle runs was changed under the writers
+    /// (a hostile or corrupt header): an error, not a wait for ever.
     private func waitWhileSealed(_ file: LogFile) throws(MMLogError) {
+        var unexplained = 0
         try Sys.backOff(first: 1_000, cap: 1_000_000) { () throws(MMLogError) -> Bool in
             guard file.cursor.load(ordering: .acquiring) & Cursor.sealBit != 0 && !file.fenced.load(ordering: .acquiring) else { return false }
             try checkUsable("append")
+            unexplained = file.trimming.load(ordering: .sequentiallyConsistent) ? 0 : unexplained + 1
+            if unexplained > 200 {  // about 0.2 s sealed with no trim of ours running
+                throw MMLogError(kind: .corruptMetadata, operation: "append(\(path))",
+                                 detail: "\(file.metadataPath): the cursor is sealed, but no trim of this process is running and none of another can while it is attached: the header was changed under the writers")
+            }
             return true
         }
     }

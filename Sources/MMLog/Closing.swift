@@ -61,6 +61,8 @@ extension LogFile {
     /// appenders are this handle's threads. Sealing the cursor stops them reserving past the
     /// cut; those with earlier reservations write below it, where truncation does not reach.
     func truncateToCursor() throws(MMLogError) {
+        trimming.store(true, ordering: .sequentiallyConsistent)
+        defer { trimming.store(false, ordering: .releasing) }
         var word = cursor.load(ordering: .relaxed)
         while true {
             header.trimCursor.store(Cursor.offset(word), ordering: .relaxed)  // for recovery, should we die sealed

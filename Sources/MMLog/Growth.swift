@@ -44,7 +44,7 @@ extension LogFile {
                 // a record written past the retired end would be cut off with the file.
                 let cap = header.rotateAtBytes.load(ordering: .relaxed)
                 if cursor.load(ordering: .acquiring) & Cursor.retiredBit != 0
-                    || (cap > 0 && (size >= cap || header.crossingEnd.load(ordering: .relaxed) != 0)) {
+                    || (cap > 0 && (size >= cap || header.validCrossingEnd != 0)) {
                     return .ready
                 }
             }
@@ -59,7 +59,7 @@ extension LogFile {
             var crossing = false
             var rotateAfter: UInt64?? = .none
             if rotationSize > 0 && end > rotationSize {
-                let crossed = header.crossingEnd.load(ordering: .relaxed)
+                let crossed = header.validCrossingEnd
                 // Exact while nothing was allocated past the size but the crossing record.
                 if size <= rotationSize || (crossed != 0 && size <= crossed) {
                     if start >= rotationSize || (crossed != 0 && start >= crossed) {

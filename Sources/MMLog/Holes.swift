@@ -38,18 +38,27 @@ extension Metadata {
         holeReach.store(max(holeReach.load(ordering: .relaxed), end), ordering: .relaxed)
     }
 
-    /// Writes spaces over [start, end) and a newline at its last byte (best effort: on failure
-    /// the range keeps its zeros).
+    /// Turns the NUL bytes of [start, end) into spaces, and its last byte, if NUL, into a
+    /// newline: a dead writer's range reads as a blank line (or the part of its record it
+    /// copied, then blanks). Bytes that are not NUL are left alone, so a hole a hostile header
+    /// lays over records changes none of them. Best effort: on failure the zeros stay.
     func fillBlank(_ start: UInt64, _ end: UInt64, dataFD: Int32) {
         guard end > start else { return }
-        let blank = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
-        defer { blank.deallocate() }
-        blank.initializeMemory(as: UInt8.self, repeating: UInt8(ascii: " "))
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
+        defer { block.deallocate() }
         var position = start
         while position < end {
-            let count = Int(min(UInt64(blank.count), end - position))
-            if position + UInt64(count) == end { blank[count - 1] = UInt8(ascii: "\n") }
-            guard (try? Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(rebasing: blank[0..<count]), Int(position), "hole")) != nil else { return }
+            let count = Int(min(UInt64(block.count), end - position))
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: block[0..<count])
+            guard let n = try? Sys.preadFully(dataFD, buffer, Int(position), "hole"), n == count else { return }
+            var changed = false
+            for k in 0..<count where buffer[k] == 0 {
+                buffer[k] = position + UInt64(k) == end - 1 ? UInt8(ascii: "\n") : UInt8(ascii: " ")
+                changed = true
+            }
+            if changed {
+                guard (try? Sys.pwriteAll(dataFD, UnsafeRawBufferPointer(buffer), Int(position), "hole")) != nil else { return }
+            }
             position += UInt64(count)
         }
     }
@@ -68,16 +77,18 @@ extension Metadata {
         holeReach.store(point, ordering: .relaxed)
     }
 
-    /// The recorded holes, clips applied, sorted and merged.
+    /// The recorded holes, clips applied, sorted and merged; none reaches past the cursor (a
+    /// hole is recorded below it, and a void that gives a range back records a clip first).
     func recordedHoles() -> [Range<UInt64>] {
         let count = min(Int(holeCount.load(ordering: .acquiring)), MetadataLayout.holeCapacity)
+        let reach = Cursor.offset(cursor.load(ordering: .acquiring))
         var holes: [Range<UInt64>] = []
         for i in 0..<count {
             let entry = holeEntry(i)
             if entry.end == 0 {
                 holes = holes.compactMap { $0.lowerBound < entry.start ? $0.lowerBound..<min($0.upperBound, entry.start) : nil }
-            } else if entry.end > entry.start {
-                holes.append(entry.start..<entry.end)
+            } else if min(entry.end, reach) > entry.start {
+                holes.append(entry.start..<min(entry.end, reach))
             }
         }
         return mergeRanges(holes)

@@ -52,6 +52,9 @@ final class LogFile: @unchecked Sendable {
     private(set) var prefetcher: Prefetcher?
     /// True once close or a rotation fenced this file off (its header then maps zeros).
     let fenced = UnsafeAtomic<Bool>.create(false)
+    /// True while a trim of this handle has the cursor sealed: the only time a sealed cursor
+    /// is legitimate while this handle is attached (a trim runs only with no other attached).
+    let trimming = UnsafeAtomic<Bool>.create(false)
 
     private static let nextID = Atomic<UInt64>(1)
 
@@ -84,6 +87,7 @@ final class LogFile: @unchecked Sendable {
         Sys.unmap(header.base, MetadataLayout.metadataSize)
         slowPaths.destroy()
         fenced.destroy()
+        trimming.destroy()
     }
 
     // MARK: Locks

@@ -372,6 +372,13 @@ struct Metadata {
     }
 
     var magic: UInt64 { base.load(fromByteOffset: MetadataLayout.magicOffset, as: UInt64.self) }
+    /// `crossingEnd` when it can be the end of a record that straddles `rotateAtBytes`, else 0
+    /// (a corrupt value would become a rotated file's end and cut its records off).
+    var validCrossingEnd: UInt64 {
+        let crossing = crossingEnd.load(ordering: .relaxed), size = rotateAtBytes.load(ordering: .relaxed)
+        guard crossing > size, size > 0, crossing - size <= UInt64(MetadataLayout.maxRecordSize) else { return 0 }
+        return crossing
+    }
     var lockRegion: UInt64 {
         get { base.load(fromByteOffset: MetadataLayout.lockRegionOffset, as: UInt64.self) }
         nonmutating set { base.storeBytes(of: newValue, toByteOffset: MetadataLayout.lockRegionOffset, as: UInt64.self) }

@@ -192,7 +192,7 @@ public final class MMLogReader {
         // A writer that died before publishing its range, whose zeros reach the watermark: its
         // extent is known only once a record lands after it, so the watermark stops at the
         // start of its zeros rather than hand them out as data.
-        for dead in deadSlots where header.deadHole(state: dead.state, end: header.slotEnd(dead.slot).load(ordering: .relaxed)) == nil {
+        for dead in deadSlots where dead.state & Slot.exact == 0 {
             var resume = scanResumesAt[dead] ?? 0
             if header.unknownExtentHole(state: dead.state, dataFD: dataFD, limit: offset, known: mergeRanges(header.recordedHoles()),
                                         resume: &resume) == nil, resume < offset {

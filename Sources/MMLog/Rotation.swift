@@ -93,7 +93,7 @@ extension MMLog {
             var inherited = options
             inherited.chunkSize = file.chunkSize
             let size = file.header.rotateAtBytes.load(ordering: .relaxed)
-            if size != 0 { inherited.rotateAtBytes = Int(size) }
+            if size != 0 && size <= MetadataLayout.maxLogSize { inherited.rotateAtBytes = Int(size) }
             let successor = try LogFile.open(path: path, options: inherited)
             files.append(successor)
             successor.prepareNextChunk()
@@ -142,7 +142,7 @@ extension LogFile {
     /// record that straddles `size` is still on its way (then wait and ask again). The caller
     /// does not hold the grow lock.
     func sizeBoundary(_ size: UInt64) -> UInt64? {
-        let crossing = try? withGrowLock { () throws(MMLogError) -> UInt64 in header.crossingEnd.load(ordering: .relaxed) }
+        let crossing = try? withGrowLock { () throws(MMLogError) -> UInt64 in header.validCrossingEnd }
         if let crossing, crossing != 0 { return crossing }
         let ours = ownedSlots
         for i in header.activeSlots {

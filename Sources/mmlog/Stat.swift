@@ -64,7 +64,7 @@ struct Stat: ParsableCommand {
             }
             lines.append(row("  slot \(w.slot)", "pid \(w.pid) tid \(w.tid): \(what)\(w.alive ? "" : (w.state == "idle" ? " (process gone)" : ", DEAD"))"))
         }
-        let holeBytes = s.holes.reduce(0) { $0 + $1[1] - $1[0] }
+        let holeBytes = s.holes.reduce(0) { $0.addingReportingOverflow(max(0, $1[1] - $1[0])).partialValue }
         lines.append(row("holes", "\(s.holes.count) (\(holeBytes) bytes)\(s.holesDropped > 0 ? ", \(s.holesDropped) not recorded (table full)" : "")"))
         for hole in s.holes.prefix(20) { lines.append(row("", "[\(hole[0]), \(hole[1]))")) }
         if s.holes.count > 20 { lines.append(row("", "... \(s.holes.count - 20) more (--json lists all)")) }
