@@ -653,6 +653,7 @@ class Round:
         offset = 0
         reported = 0
         lost_seen = []
+        torn_before = False
         for line in pieces:
             m = LINE.match(line)
             key = (int(m.group(1)), int(m.group(2))) if m else None
@@ -676,7 +677,8 @@ class Round:
                     skipped = order[previous + 1:p]
                     problem = ("reader-missed", f"{p - previous - 1} record(s) skipped after record {previous} "
                                f"{self.at(order[previous])}: from {self.at(skipped[0])} to {self.at(skipped[-1])}; "
-                               f"then {self.at(key)}")
+                               f"then {self.at(key)}: {self.how_skipped(order[previous], skipped, key, torn_before)}")
+            torn_before = problem is not None and problem[0] == "torn-in-reader"
             if problem:
                 reported += 1
                 if reported <= 5:
@@ -704,6 +706,28 @@ class Round:
             self.fail("reader-behind", f"{name}: printed nothing for 10 s, {missing} record(s) short of the end "
                       f"(last printed: {self.at(order[previous]) if previous is not None else 'nothing'}; "
                       f"last record {self.at(order[-1])}); its stack: {child.stuck}")
+
+    def how_skipped(self, before, skipped, after, torn_before):
+        """What a reader's skip looks like, in words: which files it left early or passed whole."""
+        files = self.files
+        before_file, first = self.where[before][0], self.where[skipped[0]]
+        resumed = self.where.get(after, ("?", -1))
+        words = []
+        if torn_before:
+            boundary = f"a multiple of the chunk size {self.chunk_size}" if resumed[1] % self.chunk_size == 0 else "not a chunk boundary"
+            words.append(f"a torn line first: it went on from inside a record, at the byte the resumed record "
+                         f"{resumed[0]} @{resumed[1]} lies after, {boundary}")
+        if resumed[0] != before_file:
+            if first[0] == before_file:
+                words.append(f"left {before_file} before its end (@{first[1]}, size {os.path.getsize(os.path.join(self.dir, before_file))})")
+            if before_file in files and resumed[0] in files:
+                passed = files[files.index(before_file) + 1:files.index(resumed[0])]
+                passed = [f for f in passed if any(self.where[k][0] == f for k in skipped)]
+                if passed:
+                    words.append(f"passed {len(passed)} whole file(s): {', '.join(passed[:3])}")
+        else:
+            words.append(f"a jump within {before_file}")
+        return "; ".join(words)
 
     def at(self, key):
         name, offset = self.where.get(key, ("?", -1))
@@ -788,7 +812,8 @@ class Torture:
     def run(self):
         args = self.args
         budget = args.seconds if args.seconds else args.minutes * 60
-        print(f"torture: seed {self.seed}; {budget:.0f} s; work directory {self.workdir}", flush=True)
+        what = f"round {args.round} only" if args.round is not None else f"{budget:.0f} s"
+        print(f"torture: seed {self.seed}; {what}; work directory {self.workdir}", flush=True)
         self.mount()
         started = time.monotonic()
         totals = {"rounds": 0, "records": 0, "failures": 0}

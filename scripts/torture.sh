@@ -2,8 +2,14 @@
 # The MMLog nemesis (issue 21): writers, readers and faults combined at random, every round
 # checked record by record.
 #
-#   scripts/torture.sh [--minutes N | --seconds N] [--seed S [--round K]] [--round-seconds N]
-#                      [--tmpfs-mib 64..1024] [--no-tmpfs] [--dir /tmp]
+#   scripts/torture.sh [--minutes 5 | --seconds N] [--seed S] [--round-seconds 25]
+#                      [--faults kind,kind|none] [--tmpfs-mib 96] [--no-tmpfs] [--dir /tmp]
+#   scripts/torture.sh --seed S --round K --length L [--faults ...]   replay one round
+#
+# Fault kinds: kill-writer stop-writer start-writer rotate kill-rotator disk-full kill-reader
+# clock-jump (--faults picks some; none: writers and readers alone). A round's plan (writers,
+# their sizes and rates, every fault and its moment) comes from the seed and the round's number
+# and length, so a replay runs the same plan; the interleaving of processes is the machine's.
 #
 # A round (8 to --round-seconds 25 s of faults) makes a new log on a tmpfs of its own (mounted
 # when root, --tmpfs-mib 96) and starts 4-7 mmlog-writer processes (1-4 threads, text lines of
@@ -24,7 +30,8 @@
 #   writers  none crashed (a signal we did not send), none wedged, none failed but for ENOSPC
 # It prints each round, the faults by kind, and last `torture: N rounds, M records, F failures`;
 # exits 1 on any failure, keeping the failing round's directory (round.log, the processes'
-# outputs and ack files, the log's files) and printing it with the command to replay its seed.
+# outputs and ack files, gdb stacks of hung processes, the log's files) and printing it with the
+# command to replay it. Each failure line names its kind, the file, offset and record at fault.
 # Ctrl-C stops and reaps every process it started and unmounts its tmpfs.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
