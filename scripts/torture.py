@@ -705,11 +705,22 @@ class Round:
                 and not os.path.exists(self.path):
             self.notes.append(f"{name}: no log at {os.path.basename(self.path)} at the end (its successor was never "
                               f"created), so tail -F waits for it to appear: {child.stuck}")
+        elif incarnation == last_incarnation and not child.killed_by_us and order and previous is None:
+            # Nothing printed: with -n 0 it may have started after the last record; where it
+            # began cannot be told, so it is not called behind.
+            self.notes.append(f"{name} printed nothing; its stack when stopped: {child.stuck}")
         elif incarnation == last_incarnation and not child.killed_by_us and order and previous != len(order) - 1:
             missing = len(order) - 1 - (previous if previous is not None else -1)
-            self.fail("reader-behind", f"{name}: printed nothing for 10 s, {missing} record(s) short of the end "
-                      f"(last printed: {self.at(order[previous]) if previous is not None else 'nothing'}; "
-                      f"last record {self.at(order[-1])}); its stack: {child.stuck}")
+            file, start = self.where[order[previous]]
+            end = start + self.writer_of[order[previous][0]].spec["size"]
+            with open(os.path.join(self.dir, file), "rb") as f:
+                rest = f.read()[end:]
+            nuls = len(rest) - len(rest.lstrip(bytes(1)))
+            after = ("the end of the file" if not rest else
+                     f"{nuls} NUL byte(s) then {len(rest) - nuls} more" if nuls else f"{len(rest)} more bytes")
+            self.fail("reader-behind", f"{name}: printed nothing for 10 s, {missing} record(s) short of the end; "
+                      f"last printed {self.at(order[previous])}, which ends at @{end}, followed by {after}; "
+                      f"last record {self.at(order[-1])}; its stack: {child.stuck}")
 
     def how_skipped(self, before, skipped, after, torn_before):
         """What a reader's skip looks like, in words: which files it left early or passed whole."""
