@@ -734,6 +734,9 @@ class Round:
             tail_of = skipped[-1]
             name, start = self.where[tail_of]
             cut = start + self.writer_of[tail_of[0]].spec["size"] - torn_before
+            if cut < start:
+                return (f"a torn line of {torn_before} B first, longer than the last record it skipped "
+                        f"(w{tail_of[0]} r{tail_of[1]} at {name} @{start}): see the files' own torn pieces")
             rotating = sorted({w.number for w in self.writers if w.spec.get("rotate_at") == cut}) if hasattr(self, "writers") else []
             boundary = (f"a multiple of the chunk size {self.chunk_size}" if cut % self.chunk_size == 0
                         else f"the rotate-at size of writer(s) {rotating}" if rotating else "not a chunk boundary")
