@@ -58,6 +58,8 @@ struct Writer: ParsableCommand {
     var forkTest = false
     @Flag(help: "Right after opening the log, fork a child that never touches it and sleeps until killed (a prefork worker, a helper before exec); print 'sleeper <pid>'.")
     var forkSleeper = false
+    @Option(help: "A file of threads x ops bytes, mapped shared: byte t*ops+i becomes 1 when thread t starts appending record i, 2 when the append returned, 3 when it failed; what a process killed at any moment had appended (the torture test reads it). Put it on another filesystem than the log's.")
+    var ackFile: String?
 
     func validate() throws {
         if size < 1 { throw ValidationError("--size must be at least 1") }
@@ -97,6 +99,7 @@ struct Writer: ParsableCommand {
             printOut("sleeper \(child)")
         }
         let failures = Failures()
+        let acks = try ackFile.map { try AckFile(path: $0, count: threads * ops) }
         if swiftLog {
             LoggingSystem.bootstrap { label in MMLogHandler(label: label, log: log) }
             try threadsStarted(onThreads(threads) { t in logLines(worker: worker + t, ops: ops) })
@@ -107,7 +110,7 @@ struct Writer: ParsableCommand {
                     while !done.value { _ = try? log.trim() }
                     return
                 }
-                if let failure = write(log, worker: worker + t) { failures.add(failure) }
+                if let failure = write(log, worker: worker + t, acks: acks.map { $0.base + t * ops }) { failures.add(failure) }
                 done.count()
                 if done.counted == threads { done.value = true }
             })
@@ -132,7 +135,7 @@ struct Writer: ParsableCommand {
 
     /// Writes records `first..<first + ops` (or up to abandonAfter) of `worker`; returns the
     /// first failure (with --keep-going: a summary of failures, or nil when there were none).
-    func write(_ log: MMLog, worker: Int, first: Int = 0) -> String? {
+    func write(_ log: MMLog, worker: Int, first: Int = 0, acks: UnsafeMutablePointer<UInt8>? = nil) -> String? {
         let record = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
         defer { record.deallocate() }
         let count = abandonAfter.map { min($0, ops) } ?? ops
@@ -152,8 +155,11 @@ struct Writer: ParsableCommand {
             } else {
                 RecordFormat.encode(worker: worker, index: i, into: record)
             }
+            let ack = i < ops ? acks.map { $0 + i } : nil
+            ack?.pointee = AckFile.appending
             do {
                 let offset = try log.append(UnsafeRawBufferPointer(record))
+                ack?.pointee = AckFile.appended
                 appended += 1
                 if let rotateEvery, (i + 1) % rotateEvery == 0 { try log.rotate() }
                 if syncEvery > 0 && (i + 1) % syncEvery == 0 {
@@ -170,6 +176,7 @@ struct Writer: ParsableCommand {
                     if reportSyncs { printOut("synced \(i + 1)") }
                 }
             } catch {
+                ack?.pointee = AckFile.failed
                 let message = "worker \(worker) record \(i): \(error)"
                 guard keepGoing else { return message }
                 failed += 1
@@ -216,6 +223,28 @@ func logLines(worker: Int, ops: Int) {
     let logger = Logger(label: "worker.\(worker)")
     for i in 0..<ops {
         logger.info("record \(i)", metadata: ["worker": "\(worker)", "i": "\(i)"])
+    }
+}
+
+/// --ack-file: one byte per record, in a shared mapping, so what a thread had appended
+/// survives its process being killed. The stores are plain: the file is read after the
+/// process has exited.
+struct AckFile {
+    static let appending: UInt8 = 1, appended: UInt8 = 2, failed: UInt8 = 3
+    let base: UnsafeMutablePointer<UInt8>
+
+    init(path: String, count: Int) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let size = max(count, 1)
+        // Blocks allocated now, so a store into the mapping can never meet a full disk (SIGBUS).
+        guard fd >= 0, ftruncate(fd, off_t(size)) == 0, posix_fallocate(fd, 0, off_t(size)) == 0,
+              let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), memory != MAP_FAILED
+        else {
+            printError("mmlog-writer: --ack-file \(path): \(String(cString: strerror(errno)))")
+            throw ExitCode.failure
+        }
+        close(fd)
+        base = memory.assumingMemoryBound(to: UInt8.self)
     }
 }
 
