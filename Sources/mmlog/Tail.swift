@@ -154,9 +154,23 @@ struct Tail: ParsableCommand {
         let identities = sequence.map { directory.identity(of: LogDirectory.name(of: $0)) }
         if let position = identities.firstIndex(where: { $0?.device == identity.device && $0?.inode == identity.inode }),
            position + 1 < sequence.count {
-            return try? MMLogReader(path: sequence[position + 1])
+            return Self.openAfterRename(sequence[position + 1])
         }
-        return try? MMLogReader(path: path)
+        return Self.openAfterRename(path)
+    }
+
+    /// A reader of `file`. A rotation renames a data file, then its metadata: a reader that
+    /// came in between would take a live file for a plain one and read it to its size, zeros
+    /// and half-copied records included (torn and missed lines). So a file found without
+    /// metadata is opened again until its metadata appears (for 100 ms; a finished rotated
+    /// file, which has none, is plain).
+    static func openAfterRename(_ file: String) -> MMLogReader? {
+        var reader = try? MMLogReader(path: file)
+        for _ in 0..<20 where reader.map({ !$0.hasMetadata }) ?? true {
+            usleep(5_000)
+            reader = (try? MMLogReader(path: file)) ?? reader
+        }
+        return reader
     }
 
     /// The log's files oldest first: rotated ones by their names (PATH.<UTC time>[-N], or
