@@ -22,5 +22,5 @@ struct MMLogTool: ParsableCommand {
             cannot be read or repaired (the message names the file and the operation), 64 on bad \
             arguments.
             """,
-        subcommands: [Cat.self, Tail.self, Stat.self, Recover.self, Rotate.self])
+        subcommands: [Cat.self, Tail.self, Stat.self, Recover.self, Rotate.self, Append.self])
 }

@@ -53,18 +53,41 @@ final class LogDaemon {
         pid = child
     }
 
-    /// The CPU time it has used so far, from /proc/PID/stat (utime and stime, counted at the
-    /// clock tick: 10 ms at 100 Hz), or nil when it is gone.
+    /// The CPU time it has used so far, or nil when it is gone. The total is the scheduler's
+    /// runtime of its threads (/proc/PID/task/*/schedstat, in nanoseconds), or the clock-tick
+    /// count of /proc/PID/stat (10 ms at 100 Hz; it also keeps the time of threads that have
+    /// ended) when that is larger; the user/system split is the tick count's, as wait4's is.
     /// The corresponding C interface is proc_pid_stat(5).
     func cpu() -> CPUTime? {
         guard let bytes = readFileBytes("/proc/\(pid)/stat"), let close = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
         // After "pid (comm)": state is field 3, utime 14, stime 15.
         let fields = bytes[(close + 1)...].split(separator: UInt8(ascii: " "))
-        guard fields.count > 12, let user = UInt64(String(decoding: fields[11], as: UTF8.self)),
-              let system = UInt64(String(decoding: fields[12], as: UTF8.self))
+        guard fields.count > 12, let userTicks = UInt64(String(decoding: fields[11], as: UTF8.self)),
+              let systemTicks = UInt64(String(decoding: fields[12], as: UTF8.self))
         else { return nil }
-        let tick = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
-        return CPUTime(userNanoseconds: user * (1_000_000_000 / tick), systemNanoseconds: system * (1_000_000_000 / tick))
+        let tick = 1_000_000_000 / UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+        let ticked = CPUTime(userNanoseconds: userTicks * tick, systemNanoseconds: systemTicks * tick)
+        let runtime = threadRuntime()
+        guard runtime > ticked.totalNanoseconds else { return ticked }
+        let user = ticked.totalNanoseconds == 0
+            ? runtime : UInt64(Double(runtime) * Double(ticked.userNanoseconds) / Double(ticked.totalNanoseconds))
+        return CPUTime(userNanoseconds: user, systemNanoseconds: runtime - user)
+    }
+
+    /// Nanoseconds on CPU of its living threads (the first field of each /proc/PID/task/TID/schedstat).
+    private func threadRuntime() -> UInt64 {
+        guard let tasks = opendir("/proc/\(pid)/task") else { return 0 }
+        defer { closedir(tasks) }
+        var total: UInt64 = 0
+        while let entry = readdir(tasks) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.first?.isNumber == true, let bytes = readFileBytes("/proc/\(pid)/task/\(name)/schedstat"),
+                  let first = bytes.split(separator: UInt8(ascii: " ")).first,
+                  let nanoseconds = UInt64(String(decoding: first, as: UTF8.self))
+            else { continue }
+            total += nanoseconds
+        }
+        return total
     }
 
     /// How it ended, once it has (reaped here or handed over by the harness), else nil.
