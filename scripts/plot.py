@@ -98,6 +98,19 @@ def medians(rows, field):
     return {key: statistics.median(values) for key, values in groups.items()}
 
 
+SERVICES = ("cla", "cla-async", "journald", "syslog")
+
+
+def style(backends, backend):
+    """One color per backend from a 20-color map (the default cycle repeats after 10); the
+    services (a process of their own per run) dashed, mmlog thick."""
+    colors = plt.get_cmap("tab20").colors
+    k = backends.index(backend)
+    return {"color": colors[(2 * k) % 20 + (2 * k // 20) % 2],
+            "linestyle": "--" if backend in SERVICES else (":" if backend == "null" else "-"),
+            "linewidth": 2.5 if backend == "mmlog" else 1.2}
+
+
 def title_suffix(rows):
     first = rows[0]
     return f"kernel {first['kernel']}, {first['filesystem']}, {first['date'][:10]}"
@@ -112,7 +125,7 @@ def plot_throughput(rows, out):
         for backend in backends:
             points = sorted((size, value) for (b, p, size), value in throughput.items() if b == backend and p == procs)
             if points and backend != "null":
-                axes.plot(*zip(*points), marker="o", label=backend, linewidth=2.5 if backend == "mmlog" else 1.2)
+                axes.plot(*zip(*points), marker="o", label=backend, **style(backends, backend))
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("record size (bytes)")
@@ -140,14 +153,13 @@ def plot_cpu(rows, out):
         for backend in backends:
             points = sorted((size, value) for (b, p, size), value in cpu.items() if b == backend and p == procs)
             if points:
-                axes.plot(*zip(*points), marker="o", label=backend, linewidth=2.5 if backend == "mmlog" else 1.2,
-                          linestyle=":" if backend == "null" else "-")
+                axes.plot(*zip(*points), marker="o", label=backend, **style(backends, backend))
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("record size (bytes)")
         axes.set_ylabel("CPU time per record (μs, user + system)")
         axes.set_title(f"CPU cost of appending, {procs} process{'es' if procs > 1 else ''} "
-                       f"(cla: workers + collector)\n{title_suffix(rows)}")
+                       f"(services: workers + collector or daemon)\n{title_suffix(rows)}")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)
         path = os.path.join(out, f"cpu-per-call-procs-{procs}.png")
