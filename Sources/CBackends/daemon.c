@@ -120,6 +120,7 @@ static struct {
     int (*add_match)(sd_journal *, const void *, size_t);
     int (*set_data_threshold)(sd_journal *, size_t);
     int (*process)(sd_journal *);
+    int (*get_fd)(sd_journal *);
     int (*next)(sd_journal *);
     int (*get_data)(sd_journal *, const char *, const void **, size_t *);
     int (*wait)(sd_journal *, uint64_t);
@@ -142,6 +143,7 @@ int cb_journal_available(char *error, size_t error_size) {
         { (void **)&sd.add_match, "sd_journal_add_match" },
         { (void **)&sd.set_data_threshold, "sd_journal_set_data_threshold" },
         { (void **)&sd.process, "sd_journal_process" },
+        { (void **)&sd.get_fd, "sd_journal_get_fd" },
         { (void **)&sd.next, "sd_journal_next" },
         { (void **)&sd.get_data, "sd_journal_get_data" },
         { (void **)&sd.wait, "sd_journal_wait" },
@@ -176,12 +178,19 @@ cb_journal *cb_journal_open(const char *directory, const char *match, char *erro
         cb_journal_close(journal);
         return NULL;
     }
+    /* The inotify watches: without them sd_journal_process sees no change, and the reader never
+     * looks past the file sizes it found at open (journald grows its files as it writes). */
+    if ((r = sd.get_fd(journal->journal)) < 0) {
+        snprintf(error, error_size, "sd_journal_get_fd(%s): %s", directory, strerror(-r));
+        cb_journal_close(journal);
+        return NULL;
+    }
     return journal;
 }
 
 long cb_journal_skip_new(cb_journal *journal) {
-    int r = sd.process(journal->journal);
-    if (r < 0 && r != -EINVAL) return r;  /* EINVAL: no inotify watch yet (nothing waited) */
+    int r = sd.process(journal->journal);  /* picks up grown and new files */
+    if (r < 0) return r;
     long passed = 0;
     while ((r = sd.next(journal->journal)) > 0) passed++;
     return r < 0 ? r : passed;

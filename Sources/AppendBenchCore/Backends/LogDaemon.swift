@@ -154,15 +154,19 @@ final class LogDaemonRun: RunService {
     private let allStored: () throws -> Bool
     /// Called after the daemon has stopped, when it stored every record.
     private let collect: () throws -> Void
+    /// What the daemon has stored, in words, for the message of a run that stalled.
+    private let stored: () -> String
     var processes: [pid_t] { [daemon.pid] }
 
     init(daemon: LogDaemon, scratch: String, markEnd: @escaping () throws -> Void = {},
-         allStored: @escaping () throws -> Bool, collect: @escaping () throws -> Void = {}) {
+         allStored: @escaping () throws -> Bool, collect: @escaping () throws -> Void = {},
+         stored: @escaping () -> String) {
         self.daemon = daemon
         self.scratch = scratch
         self.markEnd = markEnd
         self.allStored = allStored
         self.collect = collect
+        self.stored = stored
         readyCPU = daemon.cpu() ?? CPUTime()
     }
 
@@ -208,7 +212,7 @@ final class LogDaemonRun: RunService {
                     deadline = now + Self.stallLimitNanoseconds
                 } else if now > deadline {
                     throw HarnessError("stored nothing and used no CPU for \(Self.stallLimitNanoseconds / 1_000_000_000) s "
-                                         + "after the last worker exited; the harness stopped it")
+                                         + "after the last worker exited (\(stored())); the harness stopped it")
                 }
                 nextCheck = now + 100_000_000
             }

@@ -80,10 +80,12 @@ final class SyslogBackend: AppendBackend {
         }
         config.serviceAddress = socket
         let path = config.path, expectedBytes = config.totalBytes + config.totalBytes / max(config.recordSize, 1)
-        return LogDaemonRun(daemon: daemon, scratch: scratch, allStored: {
+        func size() -> Int {
             var st = stat()
-            return stat(path, &st) == 0 && Int(st.st_size) >= expectedBytes
-        })
+            return stat(path, &st) == 0 ? Int(st.st_size) : 0
+        }
+        return LogDaemonRun(daemon: daemon, scratch: scratch, allStored: { size() >= expectedBytes },
+                            stored: { "\(path) holds \(size()) of \(expectedBytes) bytes" })
     }
 
     init(config: BackendConfig) throws {

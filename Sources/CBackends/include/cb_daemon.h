@@ -44,11 +44,12 @@ typedef struct cb_journal cb_journal;
 int cb_journal_available(char *error, size_t error_size);
 
 /// sd_journal_open_directory(`directory`) with sd_journal_add_match(`match`, "FIELD=value"),
-/// no data size threshold. NULL with `error` set on failure.
+/// no data size threshold, and its inotify watches (sd_journal_get_fd), so that it follows the
+/// files as journald grows and adds them. NULL with `error` set on failure.
 cb_journal *cb_journal_open(const char *directory, const char *match, char *error, size_t error_size);
 
-/// Moves past every matching entry the journal holds now (sd_journal_next until it returns 0,
-/// after sd_journal_process); returns how many it passed, or a negative errno.
+/// Moves past every matching entry the journal holds now (sd_journal_process, then
+/// sd_journal_next until it returns 0); returns how many it passed, or a negative errno.
 long cb_journal_skip_new(cb_journal *journal);
 
 /// sd_journal_wait: until the journal changes or `timeout_usec` pass. 0 or a negative errno.
