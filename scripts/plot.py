@@ -5,8 +5,9 @@
 
 - throughput-procs-N.png: payload GB/s against record size per backend (log-log),
   one figure per process count;
-- cpu-per-call-procs-N.png: CPU time (user + system, workers and the central log service's
-  collector) per record against record size per backend, one figure per process count;
+- cpu-per-call-procs-N.png: CPU time (user + system, workers and, for the services, the
+  central log service's collector or the journald or syslog-ng daemon) per record against
+  record size per backend, one figure per process count;
 - speedup.png: mmlog's throughput over write(O_APPEND) across sizes, one line per
   process count (ratios from the same invocation);
 - latency.png: p50, p99 and p99.9 per call against record size, where --latency was used;
@@ -88,13 +89,24 @@ def load(paths):
     return rows
 
 
+def row_throughput(row):
+    """Payload GB/s from the row's records, size and total time (its throughput_gbps column is
+    rounded to 4 decimals: 0 for the slowest backends at 1 B); the column in an older CSV."""
+    try:
+        return int(row["records"]) * int(row["size"]) / (float(row["total_ms"]) * 1e6)
+    except (KeyError, ValueError, ZeroDivisionError):
+        return float(row["throughput_gbps"]) if row.get("throughput_gbps") else None
+
+
 def medians(rows, field):
-    """{(backend, procs, size): median of `field`} over verified rows that have it."""
+    """{(backend, procs, size): median of `field` (a column, or a function of the row)} over
+    verified rows that have it."""
     groups = collections.defaultdict(list)
     for row in rows:
-        if row.get("verified") not in ("yes", "n/a") or not row.get(field) or float(row[field]) <= 0:
+        value = field(row) if callable(field) else (float(row[field]) if row.get(field) else None)
+        if row.get("verified") not in ("yes", "n/a") or value is None or value <= 0:
             continue  # unverified, absent, or rounded to zero (cannot sit on a log axis)
-        groups[(row["backend"], int(row["procs"]), int(row["size"]))].append(float(row[field]))
+        groups[(row["backend"], int(row["procs"]), int(row["size"]))].append(value)
     return {key: statistics.median(values) for key, values in groups.items()}
 
 
@@ -117,7 +129,7 @@ def title_suffix(rows):
 
 
 def plot_throughput(rows, out):
-    throughput = medians(rows, "throughput_gbps")
+    throughput = medians(rows, row_throughput)
     backends = list(dict.fromkeys(row["backend"] for row in rows))
     written = []
     for procs in sorted({key[1] for key in throughput}):
