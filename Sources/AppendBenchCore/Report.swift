@@ -91,8 +91,8 @@ extension BenchmarkReport {
             "Throughput is payload bytes / seconds / 1e9 (decimal GB/s). The article's column is Gibit/s: "
                 + "multiply ours by 7.451 (8e9 / 2^30) to compare with it.",
             "Time per Call is Total Time / (processes x operations); Total Time runs from the start barrier until the last "
-                + "worker has finished and closed (and a backend's run service, the central log service's collector, has "
-                + "done its last work). Setup (forking and opening) is not in it.",
+                + "worker has finished and closed (and a backend's run service has done its last work: the central log "
+                + "service's collector appended the last record, journald or syslog-ng stored it). Setup (forking and opening) is not in it.",
         ]
         if options.runs > 1 {
             notes.append("Each row is the median of \(options.runs) runs by total time; min and max are in the CSV/JSON.")

@@ -43,7 +43,7 @@ final class JournaldBackend: AppendBackend {
         if access(daemonPath, X_OK) != 0 { return "\(daemonPath) not found (apt-get install systemd)" }
         var error = [CChar](repeating: 0, count: 256)
         if cb_journal_available(&error, error.count) != 0 {
-            return "reading the journal back needs libsystemd (apt-get install libsystemd0): \(text(of: error))"
+            return "reading the journal back needs libsystemd (apt-get install libsystemd0): \(cString(error))"
         }
         return DaemonPaths.datagramReason(recordSize: config.recordSize + 64)
     }
@@ -93,23 +93,6 @@ final class JournaldBackend: AppendBackend {
 
     func close() throws {
         try client.close()
-    }
-}
-
-/// Where a daemon backend keeps things, beside the run's output.
-enum DaemonPaths {
-    /// `<directory of path>/<name>`.
-    static func beside(_ path: String, _ name: String) -> String {
-        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return (directory.isEmpty ? "." : directory) + "/" + name
-    }
-
-    /// Why a `bytes`-byte datagram cannot be sent here, or nil when it can (the same limit as a
-    /// SOCK_SEQPACKET message: the send buffer, net.core.wmem_default).
-    static func datagramReason(recordSize bytes: Int) -> String? {
-        if seqpacketCarries(bytes) { return nil }
-        return "a \(bytes)-byte datagram does not fit a Unix socket's send buffer here ("
-            + "\(seqpacketSendBufferBytes().map(String.init) ?? "unknown") bytes, net.core.wmem_default)"
     }
 }
 
@@ -220,7 +203,7 @@ enum JournaldRun {
     private static func openJournal(_ directory: String, match: String) throws -> OpaquePointer {
         var error = [CChar](repeating: 0, count: 512)
         guard let journal = cb_journal_open(directory, match, &error, error.count) else {
-            throw HarnessError(text(of: error))
+            throw HarnessError(cString(error))
         }
         return journal
     }

@@ -48,7 +48,7 @@ final class LogDaemon {
             }
         }
         if child < 0 {
-            throw HarnessError("starting \(arguments.joined(separator: " ")): \(text(of: error))")
+            throw HarnessError("starting \(arguments.joined(separator: " ")): \(cString(error))")
         }
         pid = child
     }
@@ -221,6 +221,23 @@ final class LogDaemonRun: RunService {
     }
 }
 
+/// Where a daemon backend keeps things, beside the run's output.
+enum DaemonPaths {
+    /// `<directory of path>/<name>`.
+    static func beside(_ path: String, _ name: String) -> String {
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return (directory.isEmpty ? "." : directory) + "/" + name
+    }
+
+    /// Why a `bytes`-byte datagram cannot be sent here, or nil when it can (the same limit as a
+    /// SOCK_SEQPACKET message: the send buffer, net.core.wmem_default).
+    static func datagramReason(recordSize bytes: Int) -> String? {
+        if seqpacketCarries(bytes) { return nil }
+        return "a \(bytes)-byte datagram does not fit a Unix socket's send buffer here ("
+            + "\(seqpacketSendBufferBytes().map(String.init) ?? "unknown") bytes, net.core.wmem_default)"
+    }
+}
+
 /// A worker's end of a log daemon's datagram socket, with the pieces of each message: what
 /// goes before the record and after it, in memory of its own for the life of the worker.
 final class DaemonClient {
@@ -277,6 +294,6 @@ final class FixedBytes {
 }
 
 /// The NUL-terminated text a C function left in `buffer`.
-func text(of buffer: [CChar]) -> String {
+func cString(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
