@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Re-measures the article's three result tables on this machine with every backend (the
-# central log service included) and writes them, with their command lines, to
+# central log service, journald and syslog included; journald needs root) and writes them, with their command lines, to
 # results/article-tables.md (and .csv), replacing the last ones. A fourth table is the
-# 128-byte one with --fsync-every 1 for cla, write and mmlog: the article's original service
-# (append, fsync, answer) beside write() and mmlog with a sync per record.
+# 128-byte one with --fsync-every 1 for cla, write, mmlog, journald and syslog: the article's
+# original service (append, fsync, answer) beside write() and mmlog with a sync per record, and
+# the two system log daemons syncing per record (journald: every record at priority crit;
+# syslog-ng: fsync(yes) with flush-lines(1)), which nobody waits for.
 #   scripts/article_tables.sh [--runs 5] [--out results]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -37,7 +39,7 @@ tables=(
     "1|100000||1-byte records"
     "4095|10000||4095-byte records"
     # An fdatasync per record costs a device flush (a millisecond or more): fewer records.
-    "128|2000|--backends cla,write,mmlog --fsync-every 1|128-byte records, durable: --fsync-every 1"
+    "128|2000|--backends cla,write,mmlog,journald,syslog --fsync-every 1|128-byte records, durable: --fsync-every 1"
 )
 for spec in "${tables[@]}"; do
     IFS='|' read -r size ops extra title <<<"$spec"

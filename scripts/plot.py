@@ -5,8 +5,9 @@
 
 - throughput-procs-N.png: payload GB/s against record size per backend (log-log),
   one figure per process count;
-- cpu-per-call-procs-N.png: CPU time (user + system, workers and the central log service's
-  collector) per record against record size per backend, one figure per process count;
+- cpu-per-call-procs-N.png: CPU time (user + system, workers and, for the services, the
+  central log service's collector or the journald or syslog-ng daemon) per record against
+  record size per backend, one figure per process count;
 - speedup.png: mmlog's throughput over write(O_APPEND) across sizes, one line per
   process count (ratios from the same invocation);
 - latency.png: p50, p99 and p99.9 per call against record size, where --latency was used;
@@ -88,14 +89,38 @@ def load(paths):
     return rows
 
 
+def row_throughput(row):
+    """Payload GB/s from the row's records, size and total time (its throughput_gbps column is
+    rounded to 4 decimals: 0 for the slowest backends at 1 B); the column in an older CSV."""
+    try:
+        return int(row["records"]) * int(row["size"]) / (float(row["total_ms"]) * 1e6)
+    except (KeyError, ValueError, ZeroDivisionError):
+        return float(row["throughput_gbps"]) if row.get("throughput_gbps") else None
+
+
 def medians(rows, field):
-    """{(backend, procs, size): median of `field`} over verified rows that have it."""
+    """{(backend, procs, size): median of `field` (a column, or a function of the row)} over
+    verified rows that have it."""
     groups = collections.defaultdict(list)
     for row in rows:
-        if row.get("verified") not in ("yes", "n/a") or not row.get(field) or float(row[field]) <= 0:
+        value = field(row) if callable(field) else (float(row[field]) if row.get(field) else None)
+        if row.get("verified") not in ("yes", "n/a") or value is None or value <= 0:
             continue  # unverified, absent, or rounded to zero (cannot sit on a log axis)
-        groups[(row["backend"], int(row["procs"]), int(row["size"]))].append(float(row[field]))
+        groups[(row["backend"], int(row["procs"]), int(row["size"]))].append(value)
     return {key: statistics.median(values) for key, values in groups.items()}
+
+
+SERVICES = ("cla", "cla-async", "journald", "syslog")
+
+
+def style(backends, backend):
+    """One color per backend from a 20-color map (the default cycle repeats after 10); the
+    services (a process of their own per run) dashed, mmlog thick."""
+    colors = plt.get_cmap("tab20").colors
+    k = backends.index(backend)
+    return {"color": colors[(2 * k) % 20 + (2 * k // 20) % 2],
+            "linestyle": "--" if backend in SERVICES else (":" if backend == "null" else "-"),
+            "linewidth": 2.5 if backend == "mmlog" else 1.2}
 
 
 def title_suffix(rows):
@@ -104,7 +129,7 @@ def title_suffix(rows):
 
 
 def plot_throughput(rows, out):
-    throughput = medians(rows, "throughput_gbps")
+    throughput = medians(rows, row_throughput)
     backends = list(dict.fromkeys(row["backend"] for row in rows))
     written = []
     for procs in sorted({key[1] for key in throughput}):
@@ -112,7 +137,7 @@ def plot_throughput(rows, out):
         for backend in backends:
             points = sorted((size, value) for (b, p, size), value in throughput.items() if b == backend and p == procs)
             if points and backend != "null":
-                axes.plot(*zip(*points), marker="o", label=backend, linewidth=2.5 if backend == "mmlog" else 1.2)
+                axes.plot(*zip(*points), marker="o", label=backend, **style(backends, backend))
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("record size (bytes)")
@@ -140,14 +165,13 @@ def plot_cpu(rows, out):
         for backend in backends:
             points = sorted((size, value) for (b, p, size), value in cpu.items() if b == backend and p == procs)
             if points:
-                axes.plot(*zip(*points), marker="o", label=backend, linewidth=2.5 if backend == "mmlog" else 1.2,
-                          linestyle=":" if backend == "null" else "-")
+                axes.plot(*zip(*points), marker="o", label=backend, **style(backends, backend))
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("record size (bytes)")
         axes.set_ylabel("CPU time per record (μs, user + system)")
         axes.set_title(f"CPU cost of appending, {procs} process{'es' if procs > 1 else ''} "
-                       f"(cla: workers + collector)\n{title_suffix(rows)}")
+                       f"(services: workers + collector or daemon)\n{title_suffix(rows)}")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)
         path = os.path.join(out, f"cpu-per-call-procs-{procs}.png")

@@ -4,9 +4,11 @@
 #   scripts/run_all.sh [--quick] [--out DIR] [--runs N] [--no-plots]
 # --quick: 4 sizes x 1 and 4 processes, into DIR/matrix-quick.csv and DIR/plots-quick (a check
 # that it works, not a measurement; git ignores them).
-# Each (size, procs) pair is two appendbench invocations: every backend but direct, then
-# direct beside write (O_DIRECT is ~100x slower per call, so it gets fewer records). Every
-# speedup in the CSV was measured side by side with write in the same invocation.
+# Each (size, procs) pair is three appendbench invocations: every backend but direct and the
+# services, then direct beside write (O_DIRECT is ~100x slower per call), then the services
+# (cla, cla-async, journald, syslog: a process of their own per run, 3-100 us a record) beside
+# write; the last two get fewer records. Every speedup in the CSV was measured side by side
+# with write in the same invocation. journald needs root (its row says so otherwise).
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 out="$ROOT/results"
@@ -32,11 +34,13 @@ plot_dir="$out/plots"
 csv="$out/$name.csv"
 rm -f "$csv"   # appendbench appends: a fixed name starts empty
 
-all_backends="mmlog,write,writev,fwrite,aio,uring,cla,cla-async,floor,null"
+all_backends="mmlog,write,writev,fwrite,aio,uring,floor,null"
 # O_DIRECT costs ~100 us a write here: it runs apart, with fewer records, beside its own
 # write(O_APPEND) row so its ratio is still measured side by side.
 direct_backends="direct,write"
-cells_per_pair=11
+# The services (a collector or daemon per run) likewise, beside write.
+service_backends="cla,cla-async,journald,syslog,write"
+cells_per_pair=13
 total=$(( ${#sizes[@]} * ${#procs_list[@]} * cells_per_pair ))
 cell=0
 failed=0
@@ -45,7 +49,7 @@ started=$(date +%s)
 run_cells() {  # procs ops size backends
     local first=$(( cell + 1 ))
     local count=$(( $(tr -cd , <<<"$4" | wc -c) + 1 ))
-    [ "$4" = "$direct_backends" ] && count=1   # its write row repeats a cell already counted
+    [ "$4" = "$all_backends" ] || count=$(( count - 1 ))   # their write row repeats a cell already counted
     cell=$(( cell + count ))
     echo "[$first-$cell/$total] size=$3 procs=$1 ops=$2: $4 ($(( $(date +%s) - started ))s so far)" >&2
     if ! "$ROOT/.build/release/appendbench" --procs "$1" --ops "$2" --size "$3" --runs "$runs" \
@@ -65,6 +69,8 @@ for size in "${sizes[@]}"; do
         run_cells "$procs" $(( records / procs )) "$size" "$all_backends"
         direct_records=$(( records < 8000 ? records : 8000 ))
         run_cells "$procs" $(( direct_records / procs )) "$size" "$direct_backends"
+        service_records=$(( records < 24000 ? records : 24000 ))
+        run_cells "$procs" $(( service_records / procs )) "$size" "$service_backends"
     done
 done
 rm -f "$out/.last-table.txt"

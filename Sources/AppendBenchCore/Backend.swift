@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BenchRecords
 import MMLog
 
 /// What every worker's backend is opened with.
@@ -62,6 +63,13 @@ public protocol AppendBackend: AnyObject, SendableMetatype {
     static func preservesOrder(config: BackendConfig) -> Bool
     /// Whether the output holds the records afterwards (false only for `null`).
     static var writesRecords: Bool { get }
+    /// Optional. How the workers spell their records: `.binary` (the default), or `.text` for a
+    /// service that takes lines (no NUL, no newline; the output ends each with a newline, so
+    /// `stride` is the record size + 1). See `RecordFormat`.
+    static var recordEncoding: RecordEncoding { get }
+    /// Optional. One sentence for the notes under the table when this backend ran (what its
+    /// workers wait for, what `--fsync-every` does to it); nil by default.
+    static func tableNote(config: BackendConfig) -> String?
     /// Optional. Every file a run with output `path` leaves behind: the output and whatever the
     /// backend keeps beside it (MMLog's metadata). The harness removes them before each run
     /// and after it (unless `--keep`). Default: `[path]`.
@@ -93,6 +101,8 @@ extension AppendBackend {
     public static func stride(directory: String, config: BackendConfig) throws -> Int { config.recordSize }
     public static func preservesOrder(config: BackendConfig) -> Bool { true }
     public static var writesRecords: Bool { true }
+    public static var recordEncoding: RecordEncoding { .binary }
+    public static func tableNote(config: BackendConfig) -> String? { nil }
     public static func outputFiles(for path: String) -> [String] { [path] }
     public static func prepareRun(config: inout BackendConfig, workers: Int) throws -> (any RunService)? { nil }
 }
@@ -143,6 +153,8 @@ public enum Backends {
         URingBackend.self,
         CLABackend.self,
         CLAAsyncBackend.self,
+        JournaldBackend.self,
+        SyslogBackend.self,
         FloorBackend.self,
         NullBackend.self,
     ]

@@ -92,6 +92,10 @@ public struct BackendResult: Sendable {
     /// Whether the output holds records (false for `null`).
     public var writesRecords: Bool
     public var preservesOrder: Bool
+    /// How its records are spelt (text for the services that take lines).
+    public var encoding: RecordEncoding = .binary
+    /// What the table says under it about this backend, if anything (`AppendBackend.tableNote`).
+    public var note: String?
     public var runs: [RunResult] = []
 
     public var failed: Bool { runs.contains { $0.failed } }
@@ -172,6 +176,8 @@ public enum Benchmark {
         let config = options.config(path: outputPath(directory, type.key))
         var result = BackendResult(key: type.key, category: type.category, stride: options.size, unsupported: nil,
                                    writesRecords: type.writesRecords, preservesOrder: type.preservesOrder(config: config))
+        result.encoding = type.recordEncoding
+        result.note = type.tableNote(config: config)
         if let reason = type.unsupportedReason(directory: directory, config: config) {
             result.unsupported = reason
         } else {
@@ -204,7 +210,7 @@ public enum Benchmark {
         var verification: VerificationReport?
         if measurement.failures.isEmpty && type.writesRecords {
             let expectation = Expectation(workers: options.procs, ops: options.ops, size: options.size, stride: stride,
-                                          checkOrder: type.preservesOrder(config: config))
+                                          checkOrder: type.preservesOrder(config: config), encoding: type.recordEncoding)
             do {
                 verification = try Verifier.verify(path: path, expectation)
             } catch {
@@ -229,6 +235,6 @@ public enum Benchmark {
     }
 
     private static func removeOutput(_ type: any AppendBackend.Type, _ path: String) {
-        for file in type.outputFiles(for: path) { removeFile(file) }
+        for file in type.outputFiles(for: path) { removeTree(file) }
     }
 }

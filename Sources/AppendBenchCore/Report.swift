@@ -81,7 +81,7 @@ extension BenchmarkReport {
         if bad > 0 { return "FAILED (\(bad) of \(result.runs.count) runs)" }
         var cell = "yes"
         if result.runs.count > 1 { cell += " (\(result.runs.count) runs)" }
-        if result.stride != options.size { cell += ", padded to \(result.stride) B" }
+        if result.encoding == .text { cell += ", as text lines" } else if result.stride != options.size { cell += ", padded to \(result.stride) B" }
         if !result.preservesOrder { cell += ", order not checked" }
         return cell
     }
@@ -91,17 +91,23 @@ extension BenchmarkReport {
             "Throughput is payload bytes / seconds / 1e9 (decimal GB/s). The article's column is Gibit/s: "
                 + "multiply ours by 7.451 (8e9 / 2^30) to compare with it.",
             "Time per Call is Total Time / (processes x operations); Total Time runs from the start barrier until the last "
-                + "worker has finished and closed (and a backend's run service, the central log service's collector, has "
-                + "done its last work). Setup (forking and opening) is not in it.",
+                + "worker has finished and closed (and a backend's run service has done its last work: the central log "
+                + "service's collector appended the last record, journald or syslog-ng stored it). Setup (forking and opening) is not in it.",
         ]
         if options.runs > 1 {
             notes.append("Each row is the median of \(options.runs) runs by total time; min and max are in the CSV/JSON.")
         }
-        if let padded = results.first(where: { $0.unsupported == nil && $0.stride != options.size }) {
+        if let padded = results.first(where: { $0.unsupported == nil && $0.encoding == .binary && $0.stride != options.size }) {
             notes.append("\(padded.category) pads each record to \(padded.stride) bytes (the filesystem's direct I/O alignment); "
                          + "its throughput counts payload bytes only.")
         }
         if options.backends.contains(MMLogBackend.key), let note = MMLogBackend.reportNote(options.mmlog) { notes.append(note) }
+        if results.contains(where: { $0.unsupported == nil && $0.encoding == .text }) {
+            notes.append("Rows verified \"as text lines\" wrote the text form of the records (RecordFormat: the same identity "
+                         + "and body in printable ASCII, no NUL or newline), which their service ends with a newline; "
+                         + "each line was checked as a record.")
+        }
+        notes += results.filter { $0.unsupported == nil }.compactMap(\.note)
         notes.append(options.warmMemory
             ? "Before each run the harness touched and released twice as much memory as the run writes (--warm-memory), so "
                 + "every backend drew on memory the hypervisor already backed, as on bare metal."
@@ -123,8 +129,10 @@ extension BenchmarkReport {
         if let stealNote { notes.append(stealNote) }
         notes.append("CPU per Call is the CPU time (user + system, wait4's rusage) the run's processes used from the start "
                      + "barrier's release until they exited, less what each had used before it (forking, opening, the "
-                     + "barrier), over processes x operations; for the central log service it includes the collector "
-                     + "process (from when every worker had connected). User/system split per run in the CSV/JSON.")
+                     + "barrier), over processes x operations; for a backend with a run service it includes the service's "
+                     + "processes (the central log service's collector from when every worker had connected; journald and "
+                     + "syslog-ng from when they were ready, read from /proc at the 100 Hz tick). User/system split per run "
+                     + "in the CSV/JSON.")
         if options.latency {
             notes.append(options.rate > 0
                 ? "Latency runs from each record's scheduled time, not from when the worker got to it: a stall counts "

@@ -366,3 +366,64 @@ func seqpacketCarries(_ size: Int) -> Bool {
     message.initializeMemory(as: UInt8.self, repeating: 0)
     return send(pair[0], message.baseAddress, size, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) == size
 }
+
+// MARK: Unix datagram sockets
+
+/// A blocking SOCK_DGRAM socket connected to the socket file at `path`, as syslog(3) connects
+/// to /dev/log: each `send` is one message, and a full receive queue blocks the sender (Unix
+/// datagrams are never dropped). The corresponding C functions are `socket` and `connect`.
+func connectDatagram(_ path: String) throws -> Int32 {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        throw HarnessError("connect(\(path)): a Unix socket path has at most \(MemoryLayout.size(ofValue: address.sun_path) - 1) bytes; use a shorter --dir")
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { for (i, byte) in bytes.enumerated() { $0[i] = byte } }
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    if fd < 0 { throw HarnessError.system("socket(AF_UNIX, SOCK_DGRAM) for \(path)") }
+    let connected = retryingInterrupts {
+        Int(withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        })
+    }
+    if connected != 0 {
+        let error = HarnessError.system("connect(\(path))")
+        Glibc.close(fd)
+        throw error
+    }
+    return fd
+}
+
+/// Sends the pieces `parts` as one datagram on the connected `fd`; a receiver that is gone is
+/// ECONNREFUSED, never SIGPIPE. The corresponding C function is `sendmsg` with `MSG_NOSIGNAL`.
+@inline(__always)
+func sendDatagram(_ fd: Int32, _ parts: UnsafeMutableBufferPointer<iovec>, bytes: Int, _ name: String) throws {
+    var message = msghdr()
+    message.msg_iov = parts.baseAddress
+    message.msg_iovlen = parts.count
+    let n = retryingInterrupts { sendmsg(fd, &message, Int32(MSG_NOSIGNAL)) }
+    if n < 0 { throw HarnessError.system("sendmsg(\(name), \(bytes))") }
+    if n != bytes { throw HarnessError("sendmsg(\(name), \(bytes)) sent \(n) bytes") }
+}
+
+/// Removes `path`: a file, or a directory and everything below it (symbolic links are
+/// removed, never followed). Best effort, like `removeFile`.
+func removeTree(_ path: String) {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    guard st.st_mode & S_IFMT == S_IFDIR else {
+        _ = unlink(path)
+        return
+    }
+    if let directory = opendir(path) {
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        closedir(directory)
+        for name in names { removeTree(path + "/" + name) }
+    }
+    _ = rmdir(path)
+}

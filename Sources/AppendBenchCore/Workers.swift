@@ -300,7 +300,7 @@ enum WorkerPool {
         do {
             if histogram == nil && !pacing {
                 while i < plan.ops {
-                    RecordFormat.encode(worker: w, index: i, into: record)
+                    RecordFormat.encode(worker: w, index: i, into: record, B.recordEncoding)
                     try instance.append(UnsafeRawBufferPointer(record))
                     i += 1
                     if i == next { try event(i) }
@@ -310,7 +310,7 @@ enum WorkerPool {
                 // got to it: a stall counts against every record it delayed (coordinated
                 // omission), as HdrHistogram's corrected recording would count it.
                 while i < plan.ops {
-                    RecordFormat.encode(worker: w, index: i, into: record)
+                    RecordFormat.encode(worker: w, index: i, into: record, B.recordEncoding)
                     let before: UInt64
                     if pacing {
                         before = scheduledStart(record: i, worker: w, procs: plan.procs, rate: plan.rate, from: startedAt)

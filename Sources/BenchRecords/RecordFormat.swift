@@ -7,6 +7,14 @@
 ///
 /// A record occupies `stride` bytes in the file: `size`, or more when a backend pads
 /// (O_DIRECT pads with zeros up to the filesystem's alignment).
+///
+/// A service that takes lines (journald, syslog) needs text: no NUL, no newline. Its records
+/// are `RecordEncoding.text`, the same identity and body spelt in printable ASCII, `size`
+/// bytes each; the service ends each with a newline in its output, so the stride is `size + 1`:
+/// - `size >= 16`: bytes 0-3 `w` as 4 lowercase hex digits, 4-15 `i` as 12, and byte `k` for
+///   `16 <= k < size` is `base64Alphabet[b & 63]`, `b` byte `k % 8` of the same splitmix64
+///   word as the binary body.
+/// - `size < 16`: the binary form, which is already text (one capital letter per worker).
 public enum RecordFormat {
     /// Records of at least this many bytes carry a header and can be identified.
     public static let headerSize = 16
@@ -62,11 +70,72 @@ public enum RecordFormat {
     }
 
     /// The record (worker, index) as a new array; for tests and tools, not hot paths.
-    public static func record(worker: Int, index: Int, size: Int) -> [UInt8] {
+    public static func record(worker: Int, index: Int, size: Int, _ encoding: RecordEncoding = .binary) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: size)
-        bytes.withUnsafeMutableBytes { encode(worker: worker, index: index, into: $0) }
+        bytes.withUnsafeMutableBytes { encode(worker: worker, index: index, into: $0, encoding) }
         return bytes
     }
+
+    /// Writes record (worker, index) in `encoding` into `record`.
+    @inline(__always)
+    public static func encode(worker: Int, index: Int, into record: UnsafeMutableRawBufferPointer, _ encoding: RecordEncoding) {
+        switch encoding {
+        case .binary: encode(worker: worker, index: index, into: record)
+        case .text: encodeText(worker: worker, index: index, into: record)
+        }
+    }
+
+    // MARK: Text
+
+    /// The body's 64 characters (the order of base64's, none of them special to a log line).
+    public static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+    /// Hex digits of the worker and of the index in a text header (4 + 12 = `headerSize`).
+    static let textWorkerDigits = 4, textIndexDigits = 12
+
+    /// Writes record (worker, index) as text into `record`. Allocates nothing.
+    @inline(__always)
+    public static func encodeText(worker: Int, index: Int, into record: UnsafeMutableRawBufferPointer) {
+        let size = record.count
+        guard let base = record.baseAddress?.assumingMemoryBound(to: UInt8.self), size >= headerSize else {
+            encode(worker: worker, index: index, into: record)
+            return
+        }
+        hexDigits.withUnsafeBufferPointer { hex in
+            let w = UInt64(truncatingIfNeeded: worker), i = UInt64(truncatingIfNeeded: index)
+            for k in 0..<textWorkerDigits { base[k] = hex[Int((w >> UInt64(4 * (textWorkerDigits - 1 - k))) & 15)] }
+            for k in 0..<textIndexDigits {
+                base[textWorkerDigits + k] = hex[Int((i >> UInt64(4 * (textIndexDigits - 1 - k))) & 15)]
+            }
+        }
+        let word = bodyWord(worker: worker, index: index)
+        base64Alphabet.withUnsafeBufferPointer { alphabet in
+            for k in headerSize..<size { base[k] = alphabet[Int((word >> UInt64(8 * (k % 8))) & 63)] }
+        }
+    }
+
+    /// The (worker, index) a text header spells, or nil when it is not 16 hex digits.
+    @inline(__always)
+    static func parseTextHeader(_ record: UnsafeRawPointer) -> (worker: UInt64, index: UInt64)? {
+        var worker: UInt64 = 0, index: UInt64 = 0
+        for k in 0..<headerSize {
+            let c = record.load(fromByteOffset: k, as: UInt8.self)
+            let digit: UInt8
+            switch c {
+            case 0x30...0x39: digit = c - 0x30
+            case 0x61...0x66: digit = c - 0x61 + 10
+            default: return nil
+            }
+            if k < textWorkerDigits { worker = worker << 4 | UInt64(digit) } else { index = index << 4 | UInt64(digit) }
+        }
+        return (worker, index)
+    }
+}
+
+/// How records are spelt: the binary format, or its text form for services that take lines
+/// (`RecordFormat`). A text record's output ends each with a newline (stride `size + 1`).
+public enum RecordEncoding: String, Sendable {
+    case binary, text
 }
 
 /// The splitmix64 generator: a seed, advanced by the golden gamma and finalised. Seeded runs

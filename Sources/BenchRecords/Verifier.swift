@@ -15,20 +15,30 @@ public struct Expectation: Sendable {
     public var stride: Int
     /// Check that each worker's records appear in increasing index order.
     public var checkOrder: Bool
+    /// How records are spelt. Text records end with a newline in the file (stride `size + 1`);
+    /// binary records are padded with zeros up to the stride.
+    public var encoding: RecordEncoding
 
-    public init(workers: Int, ops: Int, size: Int, stride: Int? = nil, checkOrder: Bool = true) {
-        self.init(planned: Array(repeating: ops, count: workers), size: size, stride: stride, checkOrder: checkOrder)
+    public init(workers: Int, ops: Int, size: Int, stride: Int? = nil, checkOrder: Bool = true,
+                encoding: RecordEncoding = .binary) {
+        self.init(planned: Array(repeating: ops, count: workers), size: size, stride: stride, checkOrder: checkOrder,
+                  encoding: encoding)
     }
 
-    public init(planned: [Int], killed: Set<Int> = [], size: Int, stride: Int? = nil, checkOrder: Bool = true) {
+    public init(planned: [Int], killed: Set<Int> = [], size: Int, stride: Int? = nil, checkOrder: Bool = true,
+                encoding: RecordEncoding = .binary) {
         self.planned = planned
         self.killed = killed
         self.size = size
-        self.stride = stride ?? size
+        self.stride = stride ?? (encoding == .text ? size + 1 : size)
         self.checkOrder = checkOrder
+        self.encoding = encoding
     }
 
     public var workers: Int { planned.count }
+
+    /// The byte after each record, up to the stride: a newline after a text record, else zeros.
+    var padding: UInt8 { encoding == .text ? 0x0A : 0 }
 }
 
 /// The outcome of checking every byte of an output file.
@@ -82,6 +92,7 @@ public enum Verifier {
     /// Checks every byte of `bytes` against `expectation`.
     public static func verify(_ bytes: UnsafeRawBufferPointer, _ expectation: Expectation) -> VerificationReport {
         precondition(expectation.size > 0 && expectation.stride >= expectation.size)
+        precondition(expectation.encoding == .binary || expectation.stride == expectation.size + 1)
         if expectation.size < RecordFormat.headerSize {
             return verifyLetters(bytes, expectation)
         }
@@ -125,11 +136,19 @@ public enum Verifier {
         for slot in 0..<report.slots {
             let offset = slot * stride
             let record = base + offset
-            let w = Int(UInt32(littleEndian: record.loadUnaligned(as: UInt32.self)))
-            let s = Int(UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-            let i64 = UInt64(littleEndian: record.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            let w: Int, s: Int, i64: UInt64
+            if e.encoding == .text {
+                // A text record's size is its line's length: a longer or shorter one moves the
+                // next newline, which the padding check catches.
+                let header = RecordFormat.parseTextHeader(record)
+                (w, s, i64) = (Int(clamping: header?.worker ?? .max), header == nil ? -1 : size, header?.index ?? .max)
+            } else {
+                w = Int(UInt32(littleEndian: record.loadUnaligned(as: UInt32.self)))
+                s = Int(UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+                i64 = UInt64(littleEndian: record.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            }
             let identified = w < workers && s == size && i64 < UInt64(e.planned[w])
-            if !identified || !bodyMatches(record, worker: w, index: Int(i64), size: size, stride: stride) {
+            if !identified || !bodyMatches(record, worker: w, index: Int(i64), size: size, stride: stride, e.encoding) {
                 if holesLeft > 0 {
                     holesLeft -= 1
                     report.holes += 1
@@ -181,7 +200,9 @@ public enum Verifier {
     }
 
     @inline(__always)
-    private static func bodyMatches(_ record: UnsafeRawPointer, worker: Int, index: Int, size: Int, stride: Int) -> Bool {
+    private static func bodyMatches(_ record: UnsafeRawPointer, worker: Int, index: Int, size: Int, stride: Int,
+                                    _ encoding: RecordEncoding) -> Bool {
+        if encoding == .text { return textBodyMatches(record, worker: worker, index: index, size: size) }
         let word = RecordFormat.bodyWord(worker: worker, index: index).littleEndian
         var offset = RecordFormat.headerSize
         while offset + 8 <= size {
@@ -203,6 +224,17 @@ public enum Verifier {
         return true
     }
 
+    /// A text record's body and the newline after it.
+    @inline(__always)
+    private static func textBodyMatches(_ record: UnsafeRawPointer, worker: Int, index: Int, size: Int) -> Bool {
+        let word = RecordFormat.bodyWord(worker: worker, index: index)
+        for k in RecordFormat.headerSize..<max(size, RecordFormat.headerSize)
+        where record.load(fromByteOffset: k, as: UInt8.self) != RecordFormat.base64Alphabet[Int((word >> UInt64(8 * (k % 8))) & 63)] {
+            return false
+        }
+        return record.load(fromByteOffset: size, as: UInt8.self) == 0x0A
+    }
+
     /// Records under 16 bytes carry no identity: every slot must be one worker's letter,
     /// and each letter must appear exactly as often as its workers wrote records.
     private static func verifyLetters(_ bytes: UnsafeRawBufferPointer, _ e: Expectation) -> VerificationReport {
@@ -217,6 +249,7 @@ public enum Verifier {
         for w in 0..<e.workers { expected[w % 26] += e.planned[w] }
         var found = [Int](repeating: 0, count: 26)
         var holesLeft = e.killed.count
+        let padding = e.padding
         if let base = bytes.baseAddress {
             for slot in 0..<report.slots {
                 let offset = slot * stride
@@ -225,7 +258,7 @@ public enum Verifier {
                 var k = 1
                 while whole && k < stride {
                     let b = base.load(fromByteOffset: offset + k, as: UInt8.self)
-                    whole = (k < size) ? b == first : b == 0
+                    whole = (k < size) ? b == first : b == padding
                     k += 1
                 }
                 if whole {

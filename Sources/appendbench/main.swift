@@ -15,15 +15,22 @@ struct AppendBench: ParsableCommand {
         Forks --procs worker processes. Each opens the backend, waits at a common start barrier, \
         appends --ops records of --size bytes, and closes. Total Time runs from the barrier's \
         release until the last worker has closed (and, for the central log service, its collector \
-        has appended the last record and closed the file). Afterwards every byte of the output is read back \
+        has appended the last record and closed the file; for journald and syslog, the daemon the \
+        run started holds the last record in its journal or file). Afterwards every byte of the output is read back \
         and checked: every record present once, whole, and (where the backend writes one record at \
         a time) in order. A run that fails or does not verify is reported as such and makes the \
         exit status non-zero.
 
         Backends: \(Backends.all.map { "\($0.key) (\($0.category))" }.joined(separator: ", ")).
 
+        journald and syslog start their own systemd-journald (as root, in a private mount \
+        namespace) and syslog-ng for each run, write text records (no NUL, no newline) and read \
+        every one back (journal files, <dir>/syslog.log); without root or the daemons their rows \
+        say why they did not run.
+
         Every row also gives the CPU time its processes used per call (workers and, for the \
-        central log service, its collector; from the barrier's release until they exited) and \
+        central log service, its collector, for journald and syslog the daemon; from the \
+        barrier's release until they exited) and \
         the bytes the output's block device wrote during the run over the payload bytes \
         (Write Amp.; n/a without a block device, e.g. on tmpfs; other writes to the device \
         count too).
@@ -50,7 +57,7 @@ struct AppendBench: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Directory for the output files (created if missing). Default: a new temporary directory, removed afterwards.", valueName: "path"))
     var dir: String?
 
-    @Flag(name: .long, help: "Keep each backend's output as <dir>/<key>.log (mmlog also its .mmlog).")
+    @Flag(name: .long, help: "Keep each backend's output as <dir>/<key>.log (mmlog also its .mmlog; journald also its journal, <dir>/journald/, which journalctl --directory reads).")
     var keep = false
 
     @Option(name: .long, help: ArgumentHelp("Append one CSV row per backend per run to this file.", valueName: "file"))
@@ -70,7 +77,7 @@ struct AppendBench: ParsableCommand {
 
     @OptionGroup var mmlog: MMLogFlags
 
-    @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; for cla and cla-async the collector runs fdatasync after every N records it appends (1: the article's original service: append, fsync, answer); 0: never.", valueName: "N"))
+    @Option(name: .customLong("fsync-every"), help: ArgumentHelp("Make records durable (fdatasync; msync for floor) after every N records per worker; for cla and cla-async the collector runs fdatasync after every N records it appends (1: the article's original service: append, fsync, answer); for journald every Nth record of each worker goes at priority crit (journald syncs on it); for syslog syslog-ng writes at most N lines at a time and fsyncs after each write; 0: never.", valueName: "N"))
     var fsyncEvery = 0
 
     @Option(name: .long, help: ArgumentHelp("Records per second each worker appends, paced against an absolute schedule from the start barrier (sleeping between records; a late worker catches up without sleeping). With --latency, latency then runs from each record's scheduled time (coordinated omission corrected). 0: as fast as it can.", valueName: "N"))

@@ -9,7 +9,7 @@ import MMLog
 struct MMLogTool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mmlog",
-        abstract: "Read, follow, inspect and repair MMLog logs.",
+        abstract: "Read, follow, inspect, repair and append to MMLog logs.",
         discussion: """
             An MMLog log is a data file (plain bytes, the records in order) and, beside it, \
             PATH.mmlog, the shared state its writers coordinate through. While writers are attached \
@@ -22,5 +22,5 @@ struct MMLogTool: ParsableCommand {
             cannot be read or repaired (the message names the file and the operation), 64 on bad \
             arguments.
             """,
-        subcommands: [Cat.self, Tail.self, Stat.self, Recover.self, Rotate.self])
+        subcommands: [Cat.self, Tail.self, Stat.self, Recover.self, Rotate.self, Append.self])
 }

@@ -8,6 +8,7 @@
  * a kernel parameter restored from signal handlers. One header per C file:
  *
  *   cb_aio.h       aio.c        Linux AIO appends (cb_async.h: the result aio and uring share)
+ *   cb_daemon.h    daemon.c     a log daemon started in a private mount namespace; its journal read back
  *   cb_uring.h     uring.c      io_uring appends
  *   cb_files.h     files.c      statx's direct-I/O alignment, O_DIRECT, syncfs
  *   cb_memory.h    memory.c     warming memory, MADV_POPULATE_WRITE
@@ -21,6 +22,7 @@
 
 #include "cb_aio.h"
 #include "cb_async.h"
+#include "cb_daemon.h"
 #include "cb_files.h"
 #include "cb_memory.h"
 #include "cb_parameter.h"
