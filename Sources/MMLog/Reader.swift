@@ -101,6 +101,13 @@ public final class MMLogReader {
         Sys.close(dataFD)
     }
 
+    /// Whether the header's state word says ready (read with pread: no mapping yet).
+    private static func ready(_ fd: Int32) -> Bool {
+        var state: UInt64 = 0
+        return withUnsafeMutableBytes(of: &state) { Glibc.pread(fd, $0.baseAddress, 8, off_t(MetadataLayout.stateOffset)) } == 8
+            && state == MetadataLayout.ready
+    }
+
     /// Maps the metadata read-only; nil when there is none (a plain file).
     private static func openMetadata(_ metadataPath: String, path: String, in directory: LogDirectory) throws(MMLogError) -> ReaderMetadata? {
         let fd: Int32
@@ -110,8 +117,15 @@ public final class MMLogReader {
             return nil
         }
         do throws(MMLogError) {
-            let size = try Sys.size(fd, metadataPath)
-            if size == 0 { Sys.close(fd); return nil }  // being created: a plain file until then
+            // Being created (empty, or not yet ready): wait for its creator (1 s at most), or a
+            // reader opened with a new log would read it as a plain file for ever, zeros and
+            // half-copied records included. A creator that died leaves it for the next writer.
+            var size = try Sys.size(fd, metadataPath)
+            for _ in 0..<100 where size < MetadataLayout.headerSize || !Self.ready(fd) {
+                Sys.sleep(nanoseconds: 10_000_000)
+                size = try Sys.size(fd, metadataPath)
+            }
+            if size == 0 { Sys.close(fd); return nil }
             guard size >= MetadataLayout.headerSize else {
                 throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))",
                                  detail: "\(metadataPath) is \(size) bytes: not an MMLog header")

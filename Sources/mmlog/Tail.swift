@@ -57,6 +57,11 @@ struct Tail: ParsableCommand {
                 offset = 0
                 continue
             }
+            if !reader.hasMetadata, let again = try? MMLogReader(path: reader.path), again.hasMetadata,
+               let was = reader.fileIdentity, let now = again.fileIdentity, was == now {
+                reader = again  // its metadata arrived (a rename in progress, a creation): it is a log
+                continue
+            }
             if !reader.hasMetadata, let size = try? tool({ () throws(MMLogError) in try reader.committedOffset() }), size < offset {
                 offset = 0  // a plain file truncated under us: start again, as tail does
                 continue

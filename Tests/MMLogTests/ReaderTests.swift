@@ -147,6 +147,29 @@ final class ReaderTests: XCTestCase {
         XCTAssertEqual(check.perWorker[2], [0])
     }
 
+    /// A follower that came while the log was being created (its metadata empty) read it as a
+    /// plain file for ever: to its size, the zeros allocated ahead included, so every record
+    /// later written there was missed (the nemesis's skips to a chunk multiple).
+    func testTailFStartedWhileTheLogIsCreatedMissesNothing() throws {
+        let path = scratch.file("new.log")
+        writeBytes(path, [])
+        writeBytes(path + ".mmlog", [])  // a creator at work
+        let output = scratch.file("tail.out")
+        let tail = spawn(product("mmlog"), ["tail", "-F", "-n", "100000", path], stdoutPath: output)
+        defer { tail.kill(); _ = tail.wait() }
+        usleep(100_000)
+        let log = try MMLog(path: path, options: .init(chunkSize: 65536))
+        let lines = (0..<300).map { "line \($0) of the new log\n" }
+        for line in lines {
+            try log.append(line)
+            usleep(2_000)
+        }
+        let deadline = nowNanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
+        while readText(output).split(separator: "\n").count < lines.count && nowNanoseconds(CLOCK_MONOTONIC) < deadline { usleep(20_000) }
+        XCTAssertEqual(readText(output), lines.joined(), "tail -F missed or tore lines of a log created after it started")
+        try log.close()
+    }
+
     func deadWriterIsPassedAndSkipped(published: Bool) throws {
         let path = scratch.file("dead.log")
         let survivor = try MMLog(path: path)
