@@ -85,13 +85,18 @@ extension Metadata {
         var holes: [Range<UInt64>] = []
         for i in 0..<count {
             let entry = holeEntry(i)
+            // Past the largest log, an entry is corrupt or hostile: no hole (it would hide the
+            // records after it) and no clip.
+            guard entry.start <= MetadataLayout.maxLogSize && entry.end <= MetadataLayout.maxLogSize else { continue }
             if entry.end == 0 {
                 holes = holes.compactMap { $0.lowerBound < entry.start ? $0.lowerBound..<min($0.upperBound, entry.start) : nil }
-            } else if min(entry.end, reach) > entry.start {
-                holes.append(entry.start..<min(entry.end, reach))
+            } else if entry.end > entry.start {
+                holes.append(entry.start..<entry.end)
             }
         }
-        return mergeRanges(holes)
+        // What still reaches past the cursor once the clips are applied was never a hole
+        // (a corrupt or hostile entry): dropped, not cut, so it hides no record.
+        return mergeRanges(holes.filter { $0.upperBound <= reach })
     }
 }
 

@@ -57,7 +57,7 @@ public final class MMLog: @unchecked Sendable {
 
         public static let defaultChunkSize = 2 << 20  // see the README: adaptive pages, scripts/sweep_mmlog.sh
         public static let defaultMaxChunks = 4
-        /// Above this many chunks a handle's mappings would be absurd (4096 x 1 TiB at most).
+        /// Above this many chunks a handle's mappings would be absurd (4096 x 1 GiB at most).
         public static let maxMaxChunks = 4096
 
         public init(chunkSize: Int = Options.defaultChunkSize, maxChunks: Int = Options.defaultMaxChunks,
@@ -77,8 +77,8 @@ public final class MMLog: @unchecked Sendable {
 
         /// Why these options cannot open a log, or nil when they can.
         public func problem(pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))) -> String? {
-            if chunkSize <= 0 || chunkSize % pageSize != 0 || chunkSize & (chunkSize - 1) != 0 || chunkSize > 1 << 40 {
-                return "chunk size \(chunkSize) must be a power of two, a multiple of the page size (\(pageSize)) and at most 1 TiB"
+            if chunkSize <= 0 || chunkSize % pageSize != 0 || chunkSize & (chunkSize - 1) != 0 || chunkSize > MetadataLayout.maxChunkSize {
+                return "chunk size \(chunkSize) must be a power of two, a multiple of the page size (\(pageSize)) and at most 1 GiB"
             }
             if maxChunks < 2 {
                 return "maxChunks \(maxChunks) must be at least 2 (a record may straddle two chunks)"

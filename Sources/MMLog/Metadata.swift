@@ -237,6 +237,9 @@ package enum MetadataLayout {
     package static let maxOffset: UInt64 = 1 << 48
     /// The log refuses to grow past this (128 TiB), so the cursor's offset bits never carry.
     package static let maxLogSize: UInt64 = 1 << 47
+    /// The largest chunk (1 GiB): a header asking for more (the fuzzer's 4 GiB) would make
+    /// every opener allocate and map gigabytes before its first append.
+    package static let maxChunkSize = 1 << 30
     /// The largest record one append takes (4 GiB - 1).
     package static let maxRecordSize = (1 << 32) - 1
 }
@@ -466,8 +469,7 @@ struct Metadata {
         let p = base + MetadataLayout.holesOffset + i * MetadataLayout.holeEntrySize
         let start = UnsafeAtomic<UInt64>(at: p.assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
         let end = UnsafeAtomic<UInt64>(at: (p + 8).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
-        // Clamped: a hostile entry must not reach an Int conversion or an addition past 2^64.
-        return (min(start.load(ordering: .relaxed), MetadataLayout.maxOffset), min(end.load(ordering: .relaxed), MetadataLayout.maxOffset))
+        return (start.load(ordering: .relaxed), end.load(ordering: .relaxed))
     }
 
     func setHoleEntry(_ i: Int, start: UInt64, end: UInt64) {
@@ -524,7 +526,7 @@ struct Metadata {
             return (.incompatibleMetadata, "page size \(self.pageSize), this machine's is \(pageSize)")
         }
         let chunk = chunkSize
-        if chunk == 0 || chunk % UInt64(pageSize) != 0 || chunk & (chunk - 1) != 0 || chunk > 1 << 40 {
+        if chunk == 0 || chunk % UInt64(pageSize) != 0 || chunk & (chunk - 1) != 0 || chunk > UInt64(L.maxChunkSize) {
             return (.corruptMetadata, "chunk size \(chunk) is not a power-of-two multiple of the page size")
         }
         let size = fileSize.load(ordering: .acquiring)

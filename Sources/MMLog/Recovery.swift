@@ -74,13 +74,13 @@ enum Recovery {
                 : "the header describes another file (device \(meta.dataDevice), inode \(meta.dataInode); this one is \(identity.device), \(identity.inode)): a copy or a restore; recovered from the data file")
             try recoverFromData(meta, dataFD: dataFD, path: path, metadataPath: metadataPath, report: &report)
             try LogFile.recordIdentity(meta, dataFD, path)
-            meta.recoveries += 1
+            meta.recoveries &+= 1
             // The new identity reaches the disk before any record appended on its word.
             try Sys.fsync(metadataFD, metadataPath)
         }
         report.cursorAfter = Int(Cursor.offset(meta.cursor.load(ordering: .relaxed)))
         lowerDurableToCursor(meta)
-        if report.repaired && !report.headerWasStale { meta.recoveries += 1 }
+        if report.repaired && !report.headerWasStale { meta.recoveries &+= 1 }
         return report.repaired ? report : nil
     }
 
@@ -132,7 +132,7 @@ enum Recovery {
             if let hole = meta.unknownExtentHole(state: state, dataFD: dataFD, limit: everything, known: meta.recordedHoles(), resume: &resume) {
                 meta.recordHole(hole.lowerBound, hole.upperBound, dataFD: dataFD)
                 report.holesRecorded.append(Int(clamping: hole.lowerBound)..<Int(clamping: hole.upperBound))
-            } else if resume < everything {
+            } else if state & Slot.exact == 0 && resume >= Cursor.offset(state) && resume < everything {
                 unwrittenTail = min(unwrittenTail, resume)  // its zeros run to the end: see below
             }
             meta.slotState(i).store(meta.idleBound, ordering: .releasing)

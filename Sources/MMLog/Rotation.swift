@@ -301,7 +301,8 @@ package enum Rotation {
         for name in (try? LogDirectory(of: path))?.names() ?? [] where name.hasPrefix(prefix) {
             var rest = name.dropFirst(prefix.count)
             if rest.hasSuffix(".mmlog") { rest = rest.dropLast(6) }
-            if rest.isEmpty { highest = max(highest, 1) } else if rest.first == "-", let n = Int(rest.dropFirst()) { highest = max(highest, n) }
+            // A sequence number past a million is no rotation's (a planted name): ignored.
+            if rest.isEmpty { highest = max(highest, 1) } else if rest.first == "-", let n = Int(rest.dropFirst()), n < 1_000_000 { highest = max(highest, n) }
         }
         return highest == 0 ? "\(path).\(stamp)" : "\(path).\(stamp)-\(highest + 1)"
     }

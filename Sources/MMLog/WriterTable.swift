@@ -121,12 +121,13 @@ extension Metadata {
     func deadHole(state: UInt64, end: UInt64) -> Range<UInt64>? {
         guard state & (Slot.inFlight | Slot.exact) == Slot.inFlight | Slot.exact else { return nil }
         let start = Cursor.offset(state)
-        // A reservation is one record long at most, and below the cursor: a hostile or torn
-        // end beyond either is cut back (it would hide every later record from readers).
-        let end = min(end, start + UInt64(MetadataLayout.maxRecordSize), max(Cursor.offset(cursor.load(ordering: .acquiring)), start))
-        guard end > start else { return nil }
+        // A reservation is one record long at most: anything else is not one (a corrupt or
+        // hostile slot), and no hole (it would hide every later record from readers).
+        guard end > start, end - start <= UInt64(MetadataLayout.maxRecordSize) else { return nil }
         // Cut back where a void took part of it (beyond the void points remembered: all of it).
         if let point = voidedAt(start: start, end: end, gen: Cursor.gen(state)) { return start < point ? start..<point : nil }
+        // Not voided: then it lies below the cursor, or it is not a reservation either.
+        guard end <= Cursor.offset(cursor.load(ordering: .acquiring)) else { return nil }
         return start..<end
     }
 

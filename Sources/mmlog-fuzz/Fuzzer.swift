@@ -11,6 +11,9 @@ import ToolSupport
 enum Verdict: String {
     case ok, cleanError = "clean error", crash = "CRASH", hang = "HANG", damaged = "DAMAGE", unclear = "UNCLEAR",
          silentWrong = "SILENT WRONG"
+    /// Committed bytes changed after the header was changed under running writers: a writer of
+    /// the metadata can destroy the log (docs/design.md, "Security"): reported, not a failure.
+    case writerDestroyed = "changed by a hostile writer (not defended)"
 }
 
 /// A verdict, what was seen, and what the failure groups by besides its entry point: the
@@ -89,7 +92,9 @@ struct Fuzzer {
         }
     }
 
-    var failures: Int { counts.filter { $0.key != .ok && $0.key != .cleanError }.map(\.value).reduce(0, +) }
+    var failures: Int {
+        counts.filter { $0.key != .ok && $0.key != .cleanError && $0.key != .writerDestroyed }.map(\.value).reduce(0, +)
+    }
 
     static let recordCount = 500
 
@@ -165,7 +170,9 @@ struct Fuzzer {
         let readers: [(String, String, [String], Int?)] = [
             ("MMLogReader", fuzz, ["--child", "reader", "--dir", directory], visible),
             ("mmlog cat", mmlog, ["cat", path], visible),
-            ("mmlog tail -n 5", mmlog, ["tail", "-n", "5", path], visible.map { min($0, 5) }),
+            // A cursor changed to fall inside a record commits that record's first part: tail
+            // prints it as the last of its 5 lines (as cat prints it), so 4 whole ones may do.
+            ("mmlog tail -n 5", mmlog, ["tail", "-n", "5", path], visible.map { min($0, 4) }),
             ("mmlog stat", mmlog, ["stat", path], nil),
             ("mmlog stat --json", mmlog, ["stat", "--json", path], nil),
         ]
@@ -350,6 +357,7 @@ struct Fuzzer {
         let runs = counts.values.reduce(0, +)
         printOut("mmlog-fuzz: \(cases) cases, \(runs) runs (ok \(counts[.ok] ?? 0), clean errors \(counts[.cleanError] ?? 0)); "
                  + "crashes \(counts[.crash] ?? 0), hangs \(counts[.hang] ?? 0), data damaged \(counts[.damaged] ?? 0), "
-                 + "unclear errors \(counts[.unclear] ?? 0), silent wrong \(counts[.silentWrong] ?? 0)")
+                 + "unclear errors \(counts[.unclear] ?? 0), silent wrong \(counts[.silentWrong] ?? 0); "
+                 + "committed bytes changed by a header changed under running writers \(counts[.writerDestroyed] ?? 0) (not defended)")
     }
 }

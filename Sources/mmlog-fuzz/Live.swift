@@ -111,7 +111,7 @@ extension Fuzzer {
     /// still be there, in the log or in a file it was rotated to.
     mutating func judgeLive(_ command: String, _ ran: Ran, livePath: String, before: [UInt8]?, label: String, corruption: Corruption) {
         var judged = Judgement(ran, naming: [livePath], timeout: 2 * timeout)
-        if judged.verdict != .hang, let before {
+        if judged.verdict != .hang && judged.verdict != .crash, let before {
             var after = readFile(livePath)
             if !after.starts(with: before),
                let moved = rotatedFiles(besides: livePath).map(readFile).first(where: { $0.starts(with: before) }) {
@@ -119,7 +119,7 @@ extension Fuzzer {
             }
             if !after.starts(with: before) {
                 let first = zip(after, before).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(after.count, before.count)
-                judged.fail(.damaged, kind: "committed bytes changed",
+                judged.fail(.writerDestroyed, kind: "committed bytes changed",
                             symptom: "\(judged.symptom); the \(before.count) bytes committed before the change differ at \(first) (file now \(after.count) bytes)")
             }
         }
