@@ -542,6 +542,13 @@ class Round:
                     pos = nul
                     continue
                 line = data[pos:stop]
+                if newline >= 0 and line.endswith(b" "):
+                    # A hole MMLog filled when it finished a rotated file (or when its hole table
+                    # was full): spaces, after what the dead writer had copied, and a newline.
+                    # Counted as a NUL run would be: it must be a killed or failed append's.
+                    nul_runs.append((name, pos, len(line) + 1, via_cat))
+                    pos = stop + 1
+                    continue
                 m = LINE.match(line)
                 worker, index = (int(m.group(1)), int(m.group(2))) if m else (None, None)
                 w = self.writer_of.get(worker)
@@ -587,7 +594,8 @@ class Round:
             last[worker] = index
         if disorder:
             self.fail("out-of-order", f"{label}: {len(disorder)} record(s) after a later one of their worker: {disorder[:5]}")
-        # NUL runs: holes of records killed in flight or failed (each at most its size), nothing else.
+        # NUL runs (and blank-filled holes): records killed in flight or failed (each at most its
+        # size), nothing else.
         candidates = sorted(self.writer_of[w].spec["size"] for (w, i), s in states.items()
                             if s in (ACK_APPENDING, ACK_FAILED) and (w, i) not in seen)
         unexplained = []

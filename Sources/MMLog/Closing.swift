@@ -106,6 +106,9 @@ extension LogFile {
     /// chunks, trims and marks it clean when no other handle is attached, fences the header
     /// off (so a straggling thread can touch nothing shared) and releases every lock.
     func detach() throws(MMLogError) {
+        // Once: a thread leaving a retired file and close() may both come here for it (a
+        // second pass used the descriptors the first had closed: EBADF at close).
+        guard !detaching.exchange(true, ordering: .acquiringAndReleasing) else { return }
         try quiesce()
         fenced.store(true, ordering: .sequentiallyConsistent)
         stopPrefetcher()

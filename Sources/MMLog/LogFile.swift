@@ -55,6 +55,8 @@ final class LogFile: @unchecked Sendable {
     /// True while a trim of this handle has the cursor sealed: the only time a sealed cursor
     /// is legitimate while this handle is attached (a trim runs only with no other attached).
     let trimming = UnsafeAtomic<Bool>.create(false)
+    /// Set by the first `detach` of this file (the only one that runs).
+    let detaching = UnsafeAtomic<Bool>.create(false)
 
     private static let nextID = Atomic<UInt64>(1)
 
@@ -88,6 +90,7 @@ final class LogFile: @unchecked Sendable {
         slowPaths.destroy()
         fenced.destroy()
         trimming.destroy()
+        detaching.destroy()
     }
 
     // MARK: Locks
