@@ -345,15 +345,14 @@ package enum Rotation {
 
     /// Whether the file `name` beside `path` may be one the log rotated (by MMLog or by
     /// logrotate), whatever its name says: a regular file with one link, owned by us, the
-    /// directory's owner or the owner of the log's data file, and not stamped more than a day
-    /// ahead of now. What another user planted under a look-alike name is none of these.
+    /// directory's owner or the owner of the log's data file. What another user planted under
+    /// a look-alike name is none of these. (The stamp proves nothing: a writer whose clock is
+    /// a year ahead rotates to a name a year ahead, and a reader must still follow it.)
     package static func mayBeRotated(_ name: String, of path: String, in directory: LogDirectory) -> Bool {
         let base = LogDirectory.name(of: path)
         guard let st = directory.regularFile(name) else { return false }
         let logOwner = directory.regularFile(base)?.st_uid
-        guard st.st_uid == geteuid() || st.st_uid == directory.ownerUID || st.st_uid == logOwner else { return false }
-        if let (stamp, _) = rotationStamp(of: name, base: base), stamp > Self.stamp(Sys.realtimeSeconds() &+ 86_400) { return false }
-        return true
+        return st.st_uid == geteuid() || st.st_uid == directory.ownerUID || st.st_uid == logOwner
     }
 
     /// Removes the oldest rotated files beyond `keep` (and their metadata, if any), never
