@@ -51,10 +51,10 @@ extension MMLog {
     }
 
     /// Every byte below this offset has reached the device (as of the last flush).
-    public var durableOffset: Int { Int(current.header.durable.load(ordering: .acquiring)) }
+    public var durableOffset: Int { Int(clamping: current.header.durable.load(ordering: .acquiring)) }
 
     /// Device flushes made for `sync()` so far, by every process (for tests and `mmlog stat`).
-    public var flushCount: Int { Int(current.header.flushes.load(ordering: .relaxed)) }
+    public var flushCount: Int { Int(clamping: current.header.flushes.load(ordering: .relaxed)) }
 
     /// For tests (package access): the flush sequence, (flushes begun, flushes ended), and the
     /// end of the calling thread's last append through this handle.

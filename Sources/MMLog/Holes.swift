@@ -17,7 +17,7 @@ extension Metadata {
     /// live writer owns it, and a reader then reads a blank line rather than NUL bytes.
     func recordHole(_ start: UInt64, _ end: UInt64, dataFD: Int32) {
         guard end > start else { return }
-        let count = Int(holeCount.load(ordering: .relaxed))
+        let count = min(Int(clamping: holeCount.load(ordering: .relaxed)), MetadataLayout.holeCapacity)
         if count > 0 {
             let last = holeEntry(count - 1)
             if last.end != 0 && last.start <= start && start <= last.end {
@@ -67,7 +67,7 @@ extension Metadata {
     /// back to new reservations). Only when some recorded hole reaches past it.
     func recordClip(at point: UInt64) {
         guard holeReach.load(ordering: .relaxed) > point else { return }
-        let count = Int(holeCount.load(ordering: .relaxed))
+        let count = Int(clamping: holeCount.load(ordering: .relaxed))
         guard count < MetadataLayout.holeCapacity else {
             holesDropped.wrappingIncrement(ordering: .relaxed)
             return
@@ -80,7 +80,7 @@ extension Metadata {
     /// The recorded holes, clips applied, sorted and merged; none reaches past the cursor (a
     /// hole is recorded below it, and a void that gives a range back records a clip first).
     func recordedHoles() -> [Range<UInt64>] {
-        let count = min(Int(holeCount.load(ordering: .acquiring)), MetadataLayout.holeCapacity)
+        let count = min(Int(clamping: holeCount.load(ordering: .acquiring)), MetadataLayout.holeCapacity)
         let reach = Cursor.offset(cursor.load(ordering: .acquiring))
         var holes: [Range<UInt64>] = []
         for i in 0..<count {

@@ -135,7 +135,7 @@ final class LogFile: @unchecked Sendable {
             defer { slowPaths.wrappingDecrement(ordering: .releasing) }
             if fenced.load(ordering: .sequentiallyConsistent) { return }
             let start = k * chunkSize
-            guard start + chunkSize <= Int(fileSize.load(ordering: .acquiring)) else { return }
+            guard start + chunkSize <= Int(clamping: fileSize.load(ordering: .acquiring)) else { return }
             let pages = pageMode(sampling: false)  // the mode the appenders' last chunk got
             guard let base = try? Sys.mapShared(dataFD, chunkSize, start, path, hugePages: pages.hugePages) else { return }
             // Never SIGBUS: if a trim cut the file meanwhile, the populate fails with EFAULT.
@@ -147,7 +147,17 @@ final class LogFile: @unchecked Sendable {
     /// Maps chunk `k` (and its neighbour when a record straddles), with the page mode the
     /// strategy picks now, and asks the prefetcher for the one after.
     func map(chunks range: ClosedRange<Int>, prefetchNext: Bool = true) throws(MMLogError) -> Bool {
-        let allocated = Int(fileSize.load(ordering: .acquiring))
+        let allocated = Int(clamping: fileSize.load(ordering: .acquiring))
+        // The header's allocated size is never above the file's (growth allocates, then
+        // publishes; a trim of this handle cuts, then publishes): a larger one was changed
+        // under the writers, and a store into a page past the end of the file is a SIGBUS.
+        // One fstat per chunk mapped (a slow path).
+        let actual = try Sys.size(dataFD, path)
+        if allocated > actual && !trimming.load(ordering: .sequentiallyConsistent)
+            && Int(clamping: fileSize.load(ordering: .acquiring)) > actual {
+            throw MMLogError(kind: .corruptMetadata, operation: "append(\(path))",
+                             detail: "\(metadataPath) says \(allocated) bytes are allocated, the file has \(actual): the header was changed under the writers")
+        }
         let pages = pageMode()
         var mappedAll = true
         for k in range where try ring.load(k, fd: dataFD, path: path, allocatedEnd: allocated, pages: pages) == .busy {

@@ -318,7 +318,7 @@ public final class MMLog: @unchecked Sendable {
     }
 
     /// Bytes the data file is allocated to (at least `endOffset` once appends finish).
-    public var allocatedSize: Int { Int(current.fileSize.load(ordering: .acquiring)) }
+    public var allocatedSize: Int { Int(clamping: current.fileSize.load(ordering: .acquiring)) }
 
     /// Chunks this handle has mapped right now (at most `maxChunks`).
     public var mappedChunks: Int { current.ring.mappedCount }

@@ -113,7 +113,7 @@ extension Metadata {
 
     /// The slots that may hold state: those below the high-water mark, and the overflow slot.
     var activeSlots: [Int] {
-        let high = min(Int(slotHighWater.load(ordering: .acquiring)), MetadataLayout.slotCount - 1)
+        let high = min(Int(clamping: slotHighWater.load(ordering: .acquiring)), MetadataLayout.slotCount - 1)
         return Array(0..<high) + [MetadataLayout.slotCount - 1]
     }
 
