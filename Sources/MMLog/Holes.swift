@@ -77,6 +77,30 @@ extension Metadata {
         holeReach.store(point, ordering: .relaxed)
     }
 
+    /// Rewrites the table as `recordedHoles()` when it holds entries that cannot be holes (past
+    /// the largest log, or past the cursor once clips apply): left in place, such an entry
+    /// would become "valid" once appends pass it, and hide their records. Only by an opener
+    /// alone (recovery), and only then, since a reader reading the table meanwhile may miss a
+    /// hole for one read.
+    func dropImpossibleHoles() -> Bool {
+        let count = min(Int(clamping: holeCount.load(ordering: .acquiring)), MetadataLayout.holeCapacity)
+        let kept = recordedHoles()
+        let reach = Cursor.offset(cursor.load(ordering: .acquiring))
+        var impossible = false
+        for i in 0..<count {
+            let entry = holeEntry(i)
+            if entry.end != 0 && (entry.start > MetadataLayout.maxLogSize || entry.end > MetadataLayout.maxLogSize
+                                  || (entry.end > reach && !kept.contains { $0.lowerBound <= entry.start && entry.start < $0.upperBound })) {
+                impossible = true
+            }
+        }
+        guard impossible, kept.count <= MetadataLayout.holeCapacity else { return false }
+        for (i, hole) in kept.enumerated() { setHoleEntry(i, start: hole.lowerBound, end: hole.upperBound) }
+        holeCount.store(UInt64(kept.count), ordering: .releasing)
+        holeReach.store(kept.last?.upperBound ?? 0, ordering: .relaxed)
+        return true
+    }
+
     /// The recorded holes, clips applied, sorted and merged; none reaches past the cursor (a
     /// hole is recorded below it, and a void that gives a range back records a clip first).
     func recordedHoles() -> [Range<UInt64>] {

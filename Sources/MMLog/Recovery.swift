@@ -80,6 +80,9 @@ enum Recovery {
         }
         report.cursorAfter = Int(Cursor.offset(meta.cursor.load(ordering: .relaxed)))
         lowerDurableToCursor(meta)
+        if meta.dropImpossibleHoles() {
+            report.found.append("the hole table held entries that cannot be holes (past the cursor or beyond reason): dropped")
+        }
         if report.repaired && !report.headerWasStale { meta.recoveries &+= 1 }
         return report.repaired ? report : nil
     }
