@@ -64,7 +64,8 @@ package final class LogDirectory {
         return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
     }
 
-    /// `name` beside `path`, spelled as `path` spells its directory.
+    /// The path of `name` in `path`'s directory, spelled as `path` spells it (a bare relative
+    /// `app.log` gives `app.log.1`, not `./app.log.1`: rotated names must start with `path + "."`).
     package static func sibling(of path: String, named name: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return name }
         return String(path[...slash]) + name

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Atomics
 
 /// The metadata file `<path>.mmlog`, format version 3: the one place that declares the shared
@@ -237,6 +240,14 @@ package enum MetadataLayout {
     package static let maxOffset: UInt64 = 1 << 48
     /// The log refuses to grow past this (128 TiB), so the cursor's offset bits never carry.
     package static let maxLogSize: UInt64 = 1 << 47
+    /// Whether the metadata file `fd` holds a header its creator published (`state` read with
+    /// pread: before any mapping, so an empty or half-made file is simply "not ready").
+    static func headerIsReady(_ fd: Int32) -> Bool {
+        var state: UInt64 = 0
+        let n = withUnsafeMutableBytes(of: &state) { pread(fd, $0.baseAddress, 8, off_t(stateOffset)) }
+        return n == 8 && state == ready
+    }
+
     /// The largest chunk (1 GiB): a header asking for more (the fuzzer's 4 GiB) would make
     /// every opener allocate and map gigabytes before its first append.
     package static let maxChunkSize = 1 << 30

@@ -69,13 +69,13 @@ extension LogFile {
             // path's creation lock, in the lock file named after the data file; its creator
             // holds the header's init lock before it publishes it, so that no opener finds the
             // new log before its creator has attached.
-            if try !headerIsReady(metaFD, metadataPath) {
+            if !MetadataLayout.headerIsReady(metaFD) {
                 guard mode == .append else { throw refuse(.notALog, "not a retired log") }
                 lockFD = try Locks.openFile(Locks.name(forData: dataName), in: directory, permissions: options.permissions)
                 let pathLocks = Locks(fd: lockFD, region: 0, what: "\(path + MetadataLayout.lockSuffix)")
                 try pathLocks.take(MetadataLayout.creationLockByte, F_WRLCK, wait: true, "creation")
                 defer { pathLocks.release(MetadataLayout.creationLockByte) }
-                if try !headerIsReady(metaFD, metadataPath) {
+                if !MetadataLayout.headerIsReady(metaFD) {
                     (dataFD, initHeld) = try create(metaFD, metadataPath, dataName: dataName, in: directory, options: options,
                                                     lockFD: lockFD, &mapped)
                     created = true
@@ -215,15 +215,6 @@ extension LogFile {
             }
             throw error
         }
-    }
-
-    /// Whether the metadata holds a header that is ready (its creator published it).
-    private static func headerIsReady(_ metaFD: Int32, _ metadataPath: String) throws(MMLogError) -> Bool {
-        var words = (UInt64(0), UInt64(0))
-        let n = try valueOrErrno("pread(\(metadataPath))") {
-            withUnsafeMutableBytes(of: &words) { Glibc.pread(metaFD, $0.baseAddress, 8, off_t(MetadataLayout.stateOffset)) }
-        }
-        return n == 8 && words.0 == MetadataLayout.ready
     }
 
     /// Makes a fresh header (the caller holds the path's creation lock): sizes the metadata

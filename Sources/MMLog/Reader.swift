@@ -101,13 +101,6 @@ public final class MMLogReader {
         Sys.close(dataFD)
     }
 
-    /// Whether the header's state word says ready (read with pread: no mapping yet).
-    private static func ready(_ fd: Int32) -> Bool {
-        var state: UInt64 = 0
-        return withUnsafeMutableBytes(of: &state) { Glibc.pread(fd, $0.baseAddress, 8, off_t(MetadataLayout.stateOffset)) } == 8
-            && state == MetadataLayout.ready
-    }
-
     /// Maps the metadata read-only; nil when there is none (a plain file).
     private static func openMetadata(_ metadataPath: String, path: String, in directory: LogDirectory) throws(MMLogError) -> ReaderMetadata? {
         let fd: Int32
@@ -121,7 +114,7 @@ public final class MMLogReader {
             // reader opened with a new log would read it as a plain file for ever, zeros and
             // half-copied records included. A creator that died leaves it for the next writer.
             var size = try Sys.size(fd, metadataPath)
-            for _ in 0..<100 where size < MetadataLayout.headerSize || !Self.ready(fd) {
+            for _ in 0..<100 where size < MetadataLayout.headerSize || !MetadataLayout.headerIsReady(fd) {
                 Sys.sleep(nanoseconds: 10_000_000)
                 size = try Sys.size(fd, metadataPath)
             }

@@ -277,7 +277,7 @@ package enum Rotation {
     /// The path of the file with `identity` among the files named `<path>.*` beside `path`.
     static func findRenamed(_ identity: FileIdentity, besides path: String) -> String? {
         guard let directory = try? LogDirectory(of: path) else { return nil }
-        return findRenamed(identity, besides: path, in: directory).map { sibling(of: path, named: $0) }
+        return findRenamed(identity, besides: path, in: directory).map { LogDirectory.sibling(of: path, named: $0) }
     }
 
     /// The current path of the metadata file with `identity`: `<path>.mmlog` or one of
@@ -287,7 +287,7 @@ package enum Rotation {
         let base = LogDirectory.name(of: path)
         if directory.identity(of: base + ".mmlog") == identity { return path + ".mmlog" }
         for name in directory.names() where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
-            if directory.identity(of: name) == identity { return sibling(of: path, named: name) }
+            if directory.identity(of: name) == identity { return LogDirectory.sibling(of: path, named: name) }
         }
         return nil
     }
@@ -374,7 +374,7 @@ package enum Rotation {
         guard let directory = try? LogDirectory(of: path) else { return }
         let base = LogDirectory.name(of: path)
         for name in directory.names() where name.hasPrefix(base + ".") && name.hasSuffix(".mmlog") {
-            let data = sibling(of: path, named: String(name.dropLast(6)))
+            let data = LogDirectory.sibling(of: path, named: String(name.dropLast(6)))
             if data == except || data == path { continue }
             finishRetired(path: data, options: options)
         }
@@ -388,12 +388,5 @@ package enum Rotation {
         guard let file = try? LogFile.open(path: path, options: quiet, mode: .finishRetired) else { return }
         try? file.detach()
         file.release()
-    }
-
-    /// The path of `name` in `path`'s directory, spelled as `path` spells it (a bare relative
-    /// `app.log` gives `app.log.1`, not `./app.log.1`: rotated names must start with `path + "."`).
-    static func sibling(of path: String, named name: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return name }
-        return String(path[...slash]) + name
     }
 }

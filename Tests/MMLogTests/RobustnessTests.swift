@@ -19,6 +19,12 @@ final class RobustnessTests: XCTestCase {
         getenv("MMLOG_SEED").flatMap { UInt64(String(cString: $0)) } ?? nowNanoseconds() % 1_000_000
     }
 
+    /// A tmpfs of `bytes` in the scratch directory (skips without root, or where mount fails).
+    func smallTmpfs(_ name: String, bytes: Int) throws -> TemporaryMount {
+        if let why = Root.unavailable { throw XCTSkip("a small tmpfs to fill \(why)") }
+        do { return try TemporaryMount(at: scratch.file(name), bytes: bytes) } catch { throw XCTSkip("cannot mount tmpfs here: \(error)") }
+    }
+
     func environmentCount(_ name: String, default value: Int) -> Int {
         getenv(name).flatMap { Int(String(cString: $0)) } ?? value
     }
@@ -158,12 +164,9 @@ final class RobustnessTests: XCTestCase {
     /// mapping the full tmpfs could not supply). Now an error; once space is back, the log
     /// opens, and every record is in exactly one file.
     func testOpeningAndRotatingOnAFullDiskAreErrorsNotSIGBUS() throws {
-        guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root; run the suite as root to test ENOSPC") }
-        let mountPoint = scratch.file("full")
-        mkdir(mountPoint, 0o755)
-        let mounted = TestSupport.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint])
-        guard mounted.status.succeeded else { throw XCTSkip("cannot mount tmpfs here: \(mounted.stderr)") }
-        defer { _ = TestSupport.run("/bin/umount", [mountPoint]) }
+        let mount = try smallTmpfs("full", bytes: 2 << 20)
+        defer { mount.remove() }
+        let mountPoint = mount.path
         let old = mountPoint + "/old.log"
         let first = spawn(product("mmlog-writer"), ["--path", old, "--worker", "0", "--ops", "100", "--size", "64", "--text",
                                                     "--chunk-size", "65536", "--max-chunks", "2"])
@@ -225,12 +228,9 @@ final class RobustnessTests: XCTestCase {
     }
 
     func testAFullDiskIsAnErrorAndEarlierRecordsStayWhole() throws {
-        guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root; run the suite as root to test ENOSPC") }
-        let mountPoint = scratch.file("small")
-        mkdir(mountPoint, 0o755)
-        let mounted = TestSupport.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint])
-        guard mounted.status.succeeded else { throw XCTSkip("cannot mount tmpfs here: \(mounted.stderr)") }
-        defer { _ = TestSupport.run("/bin/umount", [mountPoint]) }
+        let mount = try smallTmpfs("small", bytes: 1 << 20)
+        defer { mount.remove() }
+        let mountPoint = mount.path
 
         for (name, writers) in [("alone", 1), ("together", 2)] {
             let path = mountPoint + "/\(name).log"
