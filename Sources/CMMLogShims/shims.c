@@ -88,6 +88,20 @@ int mmlog_fence_off(void *addr, size_t len) {
     return p == MAP_FAILED ? -1 : 0;
 }
 
+void *mmlog_fence_copy(void *addr, size_t len, size_t keep) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) memcpy(p, addr, keep < len ? keep : len);
+    return p;
+}
+
+int mmlog_fence_replace(void *addr, void *copy, size_t len) {
+    void *p = mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr);
+    if (p == MAP_FAILED) return -1;
+    /* After the move: a fork in between gives the child zero pages over a private copy, harmless. */
+    mmlog_fork_guard_unmap(addr);
+    return 0;
+}
+
 static int membarrier_mode; /* 0 unknown, 1 private expedited, 2 global, 3 none */
 static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
 

@@ -157,13 +157,32 @@ extension LogFile {
     /// Replaces the shared header with private memory holding a copy of page 0 (so `endOffset`
     /// and the like still answer) with the cursor sealed and retired: a thread still pointing
     /// into it reaches the slow path, which finds the handle closed or moves it to the new log.
+    /// The copy is made and flagged first and then moved over the header in one step: a
+    /// thread of this handle idle in this file through a rotation (so not in flight, which is
+    /// all `quiesce` waits for) may append at any moment, and must meet either the shared
+    /// header (retired) or the flagged copy, never a zero cursor (it reserved at offset 0 and
+    /// wrote over committed records of the file it left).
     func fenceOff() {
+        let length = MetadataLayout.metadataSize
+        let copy = mmlog_fence_copy(header.base, length, MetadataLayout.headerSize)
+        if let copy, copy != UnsafeMutableRawPointer(bitPattern: -1) {
+            let word = copy.advanced(by: MetadataLayout.cursorOffset).assumingMemoryBound(to: UInt64.self)
+            word.pointee |= Cursor.flagMask
+            MMLog.testFenceHook?()
+            if mmlog_fence_replace(header.base, copy, length) == 0 {
+                fenced.store(true, ordering: .releasing)
+                return
+            }
+            _ = munmap(copy, length)
+        }
+        // No memory for a copy: zero pages (a stale thread then finds the cursor unflagged for
+        // the moment until page 0 is copied back; the handle is fenced, `fenced` already set).
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: MetadataLayout.headerSize, alignment: 8)
         defer { page.deallocate() }
         page.copyMemory(from: UnsafeRawBufferPointer(start: header.base, count: MetadataLayout.headerSize))
-        Sys.fenceOff(header.base, MetadataLayout.metadataSize)
+        page.baseAddress!.advanced(by: MetadataLayout.cursorOffset).assumingMemoryBound(to: UInt64.self).pointee |= Cursor.flagMask
+        Sys.fenceOff(header.base, length)
         header.base.copyMemory(from: page.baseAddress!, byteCount: MetadataLayout.headerSize)
-        _ = cursor.exchange(cursor.load(ordering: .relaxed) | Cursor.flagMask, ordering: .relaxed)
         fenced.store(true, ordering: .releasing)
     }
 

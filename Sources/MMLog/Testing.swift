@@ -30,4 +30,9 @@ extension MMLog {
         state.store((word & (Cursor.offsetMask | Cursor.genMask)) | Slot.inFlight | Slot.exact, ordering: .releasing)
         return Int(start)
     }
+
+    /// For tests (package access): called while a file is fenced off (`LogFile.fenceOff`), at
+    /// the moment its shared header is replaced by a private copy, so that a test can widen
+    /// that moment.
+    nonisolated(unsafe) package static var testFenceHook: (@Sendable () -> Void)?
 }

@@ -279,4 +279,37 @@ final class RotationTests: XCTestCase {
         XCTAssertEqual(lines.filter { !$0.isEmpty && $0.allSatisfy { $0 == " " } }.count, 1, "the dead writer's line is one blank line: \(lines)")
         XCTAssertEqual(TextLines.check(Array(rotated.dropFirst(7).dropLast(6)), size: 32).perWorker[1], [0, 1, 2])
     }
+
+    /// Threads of one handle, some idle for a moment, across many size rotations: the thread
+    /// that moves on detaches the retired file while another still points at it. The fence
+    /// must never show that thread a cursor without its flags (it showed a zero page for a
+    /// moment: the idle thread reserved at offset 0 of the retired file and wrote its record
+    /// over committed ones, the nemesis's "record at the start of a file over 1-11 records").
+    func testIdleThreadsOfAHandleNeverWriteIntoAFileItLeft() throws {
+        let path = scratch.file("idle.log")
+        let (size, threads, ops) = (64, 4, 2_000)
+        let log = try MMLog(path: path, options: .init(chunkSize: 65536, rotateAtBytes: 4096))
+        MMLog.testFenceHook = { usleep(1_000) }  // widens the moment a file is fenced off
+        defer { MMLog.testFenceHook = nil }
+        final class Failure: @unchecked Sendable { let lock = NSLock(); var error: Error? }
+        let failure = Failure()
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            var random = SystemRandomNumberGenerator()
+            for i in 0..<ops {
+                // Thread 0 appends without pause (it rotates and leaves files); the others pause
+                // now and then, so that they are idle in a file when it is left.
+                if t != 0 && Int.random(in: 0..<16, using: &random) == 0 { usleep(UInt32.random(in: 0..<5_000, using: &random)) }
+                do { try log.append(TextLines.line(worker: t, index: i, size: size)) } catch {
+                    failure.lock.lock(); failure.error = failure.error ?? error; failure.lock.unlock()
+                    return
+                }
+            }
+        }
+        try log.close()
+        XCTAssertNil(failure.error)
+        let (check, sizes) = try union(path, size: size)
+        print("\(sizes.count) files after \(threads * ops) appends of \(size) B rotating at 4096")
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        for t in 0..<threads { XCTAssertTrue(check.hasExactly(worker: t, count: ops), "thread \(t): \(check.problems(worker: t, count: ops))") }
+    }
 }

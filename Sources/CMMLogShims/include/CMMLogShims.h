@@ -42,6 +42,18 @@ void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge
 /// Returns 0, or -1 with errno set.
 int mmlog_fence_off(void *addr, size_t len);
 
+/// The first step of fencing off a shared mapping still in use by other threads: private
+/// anonymous memory of `len` bytes (elsewhere) holding a copy of the first `keep` bytes at
+/// `addr`, to be prepared by the caller and then put in place by `mmlog_fence_replace`.
+/// Returns the copy, or MAP_FAILED with errno set.
+void *mmlog_fence_copy(void *_Nonnull addr, size_t len, size_t keep);
+
+/// Moves `copy` (from `mmlog_fence_copy`) over [addr, addr+len) in one step (mremap
+/// MREMAP_FIXED): a thread touching the range sees the shared mapping or the prepared copy,
+/// never anything between (mapping zero pages first and copying into them showed a zero
+/// cursor for a moment, and a stale thread reserved at offset 0). Returns 0, or -1 with errno.
+int mmlog_fence_replace(void *_Nonnull addr, void *_Nonnull copy, size_t len);
+
 /// A full memory barrier on every running thread of this process (membarrier
 /// MEMBARRIER_CMD_PRIVATE_EXPEDITED, registered on first use; MEMBARRIER_CMD_GLOBAL where
 /// the expedited command is missing). Lets a rare path pair with fast paths that use only a
