@@ -204,6 +204,13 @@ enum Recovery {
             resume = size  // no SEEK_DATA here: keep everything, resume at the end
             unwritten = []
         }
+        // In a text log, a page that reached the disk as zeros (burst mode prefaults pages for
+        // writing, so writeback can write one before its records are copied) or half a record
+        // whose other half did not are damage too: without this, `cat` showed NUL bytes and a
+        // line made of two records (the head of a torn one and the next).
+        if let damage = try textDamage(dataFD, path, from: durable, to: resume) {
+            unwritten = damage
+        }
         // Holes the stale table recorded below the resume point stay; nothing above it is one.
         meta.recordClip(at: resume)
         for hole in unwritten {
@@ -225,6 +232,57 @@ enum Recovery {
         meta.trimCursor.store(0, ordering: .relaxed)
         report.found.append("appends resume at \(resume), the end of the data that reached the disk (the file is \(size) bytes)"
                             + (unwritten.isEmpty ? "" : "; \(unwritten.count) range(s) below it that never reached the disk are recorded as holes"))
+    }
+
+    /// After a crash, the ranges of [from, to) (from the durable watermark, below which every
+    /// record is whole, to the resume point) that hold no whole record of a text log: every
+    /// run of NUL bytes (pages that reached the disk as zeros, or never did: unwritten extents
+    /// read as zeros too), each widened back to the start of its line (the head of a record
+    /// whose rest was lost), and a last line without its newline. Nil when the range is not
+    /// text (a byte below 0x20 other than tab, CR, LF and NUL): records of a binary log may
+    /// hold zeros, and only the unwritten extents are holes there. A line's tail after a
+    /// lost page is kept (it cannot be told from a record that starts there): it reads as a
+    /// short line of its own, never joined to another record. Lines are what a newline ends: in
+    /// a range without one (records without newlines), only the zero runs themselves.
+    static func textDamage(_ fd: Int32, _ path: String, from: UInt64, to: UInt64) throws(MMLogError) -> [Range<UInt64>]? {
+        guard to > from else { return [] }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        var damage: [(line: UInt64, zeros: UInt64, end: UInt64)] = []
+        var lineStart = from
+        var sawNewline = false
+        var runStart: (line: UInt64, zeros: UInt64)?  // the zero run we are in, and its line's start
+        var position = from
+        while position < to {
+            let want = Int(min(UInt64(buffer.count), to - position))
+            let n = try Sys.preadFully(fd, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]), Int(position), path)
+            if n == 0 { break }
+            for k in 0..<n {
+                let byte = buffer[k], offset = position + UInt64(k)
+                if byte == 0 {
+                    if runStart == nil { runStart = (lineStart, offset) }
+                    continue
+                }
+                if let start = runStart {
+                    damage.append((start.line, start.zeros, offset))
+                    runStart = nil
+                    lineStart = offset
+                }
+                if byte == UInt8(ascii: "\n") {
+                    lineStart = offset + 1
+                    sawNewline = true
+                } else if byte < 0x20 && byte != UInt8(ascii: "\t") && byte != UInt8(ascii: "\r") {
+                    return nil
+                }
+            }
+            position += UInt64(n)
+        }
+        if let start = runStart {
+            damage.append((start.line, start.zeros, to))
+        } else if lineStart < to && sawNewline {
+            damage.append((lineStart, lineStart, to))  // a last record without its newline: its tail was lost
+        }
+        return damage.map { (sawNewline ? $0.line : $0.zeros)..<$0.end }
     }
 
     /// Marks every handle entry free: an opener alone knows their handles are gone.
