@@ -161,6 +161,17 @@ extension Metadata {
             if !settleReservations(losingTheirVoidPointTo: gen, dataFD: dataFD, alive: alive) { return false }
             voidPoint(gen).store(point, ordering: .releasing)  // before the CAS that publishes gen
             recordClip(at: point)
+            // The record that crossed the rotation size, if it ended above the point, is taken
+            // back with the rest: its end must not outlive it (the next crossing record, made
+            // again longer or shorter, would be cut at it, or the file retired past its end).
+            if crossingEnd.load(ordering: .relaxed) > point { crossingEnd.store(0, ordering: .relaxed) }
+            // In a retired file, records below the retired end may be taken back too (a rotation
+            // from outside retired it at the cursor while one waited here): the file then ends at
+            // the point (left above it, readers waited for ever for bytes no one would write).
+            // Their writers reserve again, find the cursor retired, and move to the new log.
+            if word & Cursor.retiredBit != 0 && retiredAt.load(ordering: .acquiring) > point {
+                retiredAt.store(point, ordering: .releasing)
+            }
             let (done, seen) = cursor.compareExchange(
                 expected: word, desired: Cursor.make(offset: point, gen: gen, flags: word & Cursor.flagMask),
                 ordering: .acquiringAndReleasing)

@@ -196,6 +196,84 @@ final class RobustnessTests: XCTestCase {
         XCTAssertEqual(check.nulBytes, 0)
     }
 
+    /// The record that crosses the rotation size fails to allocate (a full disk) and is made
+    /// again, longer; meanwhile another handle reserves past it and rotates. The end the failed
+    /// attempt left (`crossingEnd`) must not be taken for the retired file's end: it cut the
+    /// new crossing record in two (its tail lost with the cut), or, when longer, made a
+    /// retired end the file never reaches.
+    func testACrossingRecordMadeAgainAfterAFullDiskEndsTheRotatedFile() throws {
+        let mount = try smallTmpfs("crossing", bytes: 1 << 20)
+        defer { mount.remove() }
+        let path = mount.path + "/app.log"
+        let limit = 20_050
+        let options = MMLog.Options(chunkSize: 65536, prefault: .none, hugePages: false, prefetch: false, rotateAtBytes: limit)
+        let log = try MMLog(path: path, options: options)
+        func line(_ worker: Int, _ index: Int, _ size: Int) -> [UInt8] { TextLines.line(worker: worker, index: index, size: size) }
+        var index = 0
+        while log.endOffset + 100 <= limit { try log.append(line(0, index, 100)); index += 1 }
+        let start = log.endOffset  // the next record crosses the size
+        let ballast = mount.path + "/ballast"
+        _ = TestSupport.run("/bin/dd", ["if=/dev/zero", "of=\(ballast)", "bs=4k"])  // until the disk is full
+        XCTAssertThrowsError(try log.append(line(0, index, 3000)), "the crossing record cannot be allocated on a full disk")
+        unlink(ballast)
+        final class Box: @unchecked Sendable { var error: Error? }
+        let other = Box()
+        MMLog.testCrossedHook = {
+            MMLog.testCrossedHook = nil
+            do {
+                let late = try MMLog(path: path, options: options)
+                try late.append(TextLines.line(worker: 1, index: 0, size: 100))  // past the size: it rotates
+                try late.close()
+            } catch { other.error = error }
+        }
+        defer { MMLog.testCrossedHook = nil }
+        XCTAssertEqual(try log.append(line(0, index, 4000)), start, "made again where the failed one was")
+        XCTAssertNil(other.error)
+        try log.append(line(0, index + 1, 100))
+        try log.close()
+        var bytes: [UInt8] = []
+        let names = try FileManager.default.contentsOfDirectory(atPath: mount.path).filter { $0.hasPrefix("app.log") && !$0.hasSuffix(".mmlog") }
+        let rotated = names.filter { $0 != "app.log" }
+        XCTAssertEqual(rotated.count, 1, "\(names)")
+        for name in rotated.sorted() + ["app.log"] { bytes += try MMLogReader(path: mount.path + "/" + name).read(from: 0, maxBytes: 1 << 20).bytes }
+        XCTAssertEqual(fileSize(mount.path + "/" + rotated[0]), start + 4000, "the rotated file ends with the crossing record")
+        let check = TextLines.check(bytes, size: 0)
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        XCTAssertEqual(check.perWorker[0], Array(0...(index + 1)), "\(check)")
+        XCTAssertEqual(check.perWorker[1], [0], "\(check)")
+    }
+
+    /// A rotation from outside retires the log at the cursor while a record below that end
+    /// waits to grow the file; the disk is full, so it is taken back. The retired end must come
+    /// down with it: left above the cursor, `tail -F` waited for ever for bytes no one would
+    /// write, and the header read as corrupt ("retired at ..., past its cursor").
+    func testARetiredEndComesDownWhenTheRecordsBelowItAreTakenBack() throws {
+        let mount = try smallTmpfs("retired", bytes: 1 << 20)
+        defer { mount.remove() }
+        let path = mount.path + "/app.log"
+        let log = try MMLog(path: path, options: .init(chunkSize: 65536, prefault: .none, hugePages: false, prefetch: false))
+        var index = 0
+        while log.endOffset + 100 <= log.allocatedSize { try log.append(TextLines.line(worker: 0, index: index, size: 100)); index += 1 }
+        let ballast = mount.path + "/ballast"
+        MMLog.testBeforeGrowHook = {
+            MMLog.testBeforeGrowHook = nil
+            _ = TestSupport.run("/bin/dd", ["if=/dev/zero", "of=\(ballast)", "bs=4k"])  // until the disk is full
+            _ = try? MMLog.rotate(path: path)
+        }
+        defer { MMLog.testBeforeGrowHook = nil }
+        XCTAssertThrowsError(try log.append(TextLines.line(worker: 0, index: index, size: 100)), "no space for the record")
+        unlink(ballast)
+        let rotated = try FileManager.default.contentsOfDirectory(atPath: mount.path)
+            .filter { $0.hasPrefix("app.log.") && !$0.hasSuffix(".mmlog") }
+        XCTAssertEqual(rotated.count, 1)
+        let reader = try MMLogReader(path: mount.path + "/" + rotated[0])
+        XCTAssertEqual(reader.retiredAt, try reader.committedOffset(), "the retired end is where its records end")
+        XCTAssertNoThrow(try reader.status(), "the retired header reads as sound")
+        try log.append(TextLines.line(worker: 0, index: index, size: 100))  // in the new log
+        try log.close()
+        XCTAssertEqual(TextLines.check(readBytes(mount.path + "/" + rotated[0]) + readBytes(path), size: 100).perWorker[0], Array(0...index))
+    }
+
     /// A hole table full of holes (4,032: years of crashes) dropped the next hole, and readers
     /// then read the dead writer's zeros as data. Now the range is filled with a blank line.
     func testAFullHoleTableFillsTheNextHoleInsteadOfDroppingIt() throws {
