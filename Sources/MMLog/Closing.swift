@@ -72,6 +72,7 @@ extension LogFile {
         }
         // Unseal with an RMW, so the release sequence readers rely on is not broken.
         defer { _ = cursor.exchange(word, ordering: .releasing) }  // pairs with appenders' acquiring fetch-add
+        MMLog.testTrimHook?()
         var point = min(Cursor.offset(word), fileSize.load(ordering: .acquiring))
         if word & Cursor.retiredBit != 0 { point = min(point, header.retiredAt.load(ordering: .acquiring)) }
         try Sys.ftruncate(dataFD, Int(point), path)

@@ -35,4 +35,8 @@ extension MMLog {
     /// the moment its shared header is replaced by a private copy, so that a test can widen
     /// that moment.
     nonisolated(unsafe) package static var testFenceHook: (@Sendable () -> Void)?
+
+    /// For tests (package access): called by a trim with the cursor sealed, before it cuts the
+    /// file, so that a test can widen that moment.
+    nonisolated(unsafe) package static var testTrimHook: (@Sendable () -> Void)?
 }

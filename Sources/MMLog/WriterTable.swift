@@ -210,6 +210,9 @@ extension Metadata {
     func watermark(excluding dead: Set<DeadSlot>) -> Watermark {
         let word = cursor.load(ordering: .acquiring)  // first: see the proof in MetadataLayout
         var offset = Cursor.offset(word)
+        // Sealed (a trim in progress): fetch-adds made meanwhile raised the offset and reserved
+        // nothing; the cut point was stored before the seal (which this load acquired).
+        if word & Cursor.sealBit != 0 { offset = min(offset, trimCursor.load(ordering: .relaxed)) }
         var blockers: [Watermark.Blocker] = []
         for i in activeSlots {
             let state = slotState(i).load(ordering: .acquiring)

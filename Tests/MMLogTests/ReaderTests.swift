@@ -247,6 +247,44 @@ final class ReaderTests: XCTestCase {
         XCTAssertGreaterThan(checks, 100, "the checker read while the writers wrote")
     }
 
+    /// Trims (alone, between appends of the handle's own threads) seal the cursor; appends in
+    /// that moment raise it and reserve nothing. A reader (or the flusher) must not take the
+    /// raised cursor for committed bytes: it read past the cut (zeros, then lines out of step).
+    func testAReaderFollowingTrimsNeverReadsPastTheCut() throws {
+        let path = scratch.file("trimmed.log")
+        let (size, ops) = (64, 2_000)
+        let log = try MMLog(path: path, options: .init(chunkSize: 65536, prefault: .none, hugePages: false, prefetch: false))
+        final class Flag: @unchecked Sendable { let lock = NSLock(); var done = 0; var error: Error? }
+        let flag = Flag()
+        MMLog.testTrimHook = { usleep(2_000) }  // widens the moment the cursor is sealed
+        defer { MMLog.testTrimHook = nil }
+        let workers = DispatchGroup()
+        for t in 0..<2 {
+            DispatchQueue.global().async(group: workers) {
+                for i in 0..<ops {
+                    do { try log.append(TextLines.line(worker: t, index: i, size: size)) } catch {
+                        flag.lock.lock(); flag.error = error; flag.lock.unlock(); break
+                    }
+                }
+                flag.lock.lock(); flag.done += 1; flag.lock.unlock()
+            }
+        }
+        DispatchQueue.global().async(group: workers) {
+            while true {
+                flag.lock.lock(); let finished = flag.done == 2; flag.lock.unlock()
+                if finished { break }
+                _ = try? log.trim()
+            }
+        }
+        let (bytes, _) = try follow(path) { flag.lock.lock(); defer { flag.lock.unlock() }; return flag.done == 2 }
+        workers.wait()
+        try log.close()
+        XCTAssertNil(flag.error)
+        let check = TextLines.check(bytes, size: size)
+        XCTAssertTrue(check.malformed.isEmpty && check.nulBytes == 0, "\(check)")
+        for t in 0..<2 { XCTAssertTrue(check.hasExactly(worker: t, count: ops), "\(check.problems(worker: t, count: ops))") }
+    }
+
     func testMoreThreadsThanSlotsStillAppendAndExitingThreadsGiveSlotsBack() throws {
         let path = scratch.file("crowd.log")
         // 600 threads in one process: more than the 511 slots; the rest take the overflow slot.
