@@ -106,7 +106,15 @@ extension LogFile {
                 lockFD = try Locks.openFile(meta.lockName, in: directory, permissions: options.permissions)
             }
             let locks = Locks(fd: lockFD, region: Int(meta.lockRegion), what: "\(directory.describe(meta.lockName))")
-            if initHeld == nil { try locks.take(MetadataLayout.initLockByte, F_WRLCK, wait: true, "init") }
+            if initHeld == nil {
+                // Finishing a retired file is a chore done in passing (a rotator holding its own
+                // rotate lock does it): it never waits for an opener, which may hold this init
+                // lock while it waits for that rotator (the same log, under logrotate's name).
+                // The file is finished later, by its last writer or the next rotation.
+                if try !locks.take(MetadataLayout.initLockByte, F_WRLCK, wait: mode != .finishRetired, "init") {
+                    throw MMLogError(kind: .dataFileInUse, operation: "finish(\(path))", detail: "\(metadataPath) is being opened by another process")
+                }
+            }
             defer { locks.release(MetadataLayout.initLockByte) }
 
             if !created {

@@ -177,6 +177,43 @@ final class RotationTests: XCTestCase {
         XCTAssertEqual(sizes[logFiles(path).first!], 1096, "the rotated file ends with the crossing record")
     }
 
+    /// logrotate renames the data file between a rotation's retirement and its renames, and an
+    /// opener meets the retired metadata (it holds the header's init lock and waits for the
+    /// rotator). The rotator, finishing idle rotated files, found the same log under
+    /// logrotate's name and waited for that init lock: each waited for the other, for ever.
+    func testLogrotatesRenameDuringARotationBesideAnOpenerDeadlocksNoOne() throws {
+        let path = scratch.file("renamed.log")
+        let log = try MMLog(path: path)
+        try log.append("first\n")
+        final class Box: @unchecked Sendable { var opened: MMLog?; var error: Error? }
+        let box = Box()
+        let opening = DispatchSemaphore(value: 0), opened = DispatchSemaphore(value: 0)
+        MMLog.testRotateHook = {
+            MMLog.testRotateHook = nil
+            rename(path, path + ".1")  // logrotate's rename, between the retirement and MMLog's
+            Thread.detachNewThread {
+                opening.signal()
+                do { box.opened = try MMLog(path: path) } catch { box.error = error }
+                opened.signal()
+            }
+            opening.wait()
+            usleep(200_000)  // the opener now holds the init lock and waits for the rotate lock
+        }
+        defer { MMLog.testRotateHook = nil }
+        let rotated = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { _ = try? log.rotate(); rotated.signal() }
+        guard rotated.wait(timeout: .now() + 10) == .success, opened.wait(timeout: .now() + 10) == .success else {
+            return XCTFail("the rotation and the opener never finished: a deadlock (their threads are left hanging)")
+        }
+        XCTAssertNil(box.error)
+        try box.opened?.append("second\n")
+        try box.opened?.close()
+        try log.close()
+        XCTAssertEqual(readText(path + ".1"), "first\n")
+        XCTAssertEqual(readText(path), "second\n")
+        XCTAssertNil(fileSize(path + ".1.mmlog"), "the rotated file was finished")
+    }
+
     func testKeepRotatedRemovesTheOldestAndNamesSortByTime() throws {
         let path = scratch.file("keep.log")
         let log = try MMLog(path: path, options: .init(keepRotated: 3))
