@@ -542,9 +542,10 @@ class Round:
                     pos = nul
                     continue
                 line = data[pos:stop]
-                if newline >= 0 and line.endswith(b" "):
+                if newline >= 0 and (line == b"" or line.endswith(b" ")):
                     # A hole MMLog filled when it finished a rotated file (or when its hole table
-                    # was full): spaces, after what the dead writer had copied, and a newline.
+                    # was full): spaces, after what the dead writer had copied, and a newline
+                    # (a hole of one byte, e.g. a straddler's part below a void point, is the newline).
                     # Counted as a NUL run would be: it must be a killed or failed append's.
                     nul_runs.append((name, pos, len(line) + 1, via_cat))
                     pos = stop + 1
