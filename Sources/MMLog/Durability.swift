@@ -115,6 +115,15 @@ extension LogFile {
             // Everything committed now is in the page cache; fdatasync writes it all.
             let covered = watermark().offset
             try Sys.fdatasync(dataFD, path)
+            // Holes recorded since this handle last flushed the metadata reach the disk before
+            // a durable watermark past them can (after a crash, recovery keeps the holes of the
+            // header on disk below its durable watermark: a hole missing there is zeros read
+            // as records). Only when holes changed: a log without failures never pays for it.
+            let holes = (header.holeCount.load(ordering: .relaxed), header.holeReach.load(ordering: .relaxed))
+            if holes != metadataFlushedHoles {
+                try Sys.fdatasync(metadataFD, metadataPath)
+                metadataFlushedHoles = holes
+            }
             header.flushes.wrappingIncrement(ordering: .relaxed)
             if covered > header.durable.load(ordering: .relaxed) {
                 header.durable.store(covered, ordering: .relaxed)

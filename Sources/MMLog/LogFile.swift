@@ -44,6 +44,9 @@ final class LogFile: @unchecked Sendable {
     let rotateLock = Mutex<Void>(())
     /// Serialises the flusher role of a group commit among this handle's threads.
     let flushLock = Mutex<Void>(())
+    /// The hole table's (count, reach) when this handle's flusher last flushed the metadata
+    /// (under `flushLock`).
+    var metadataFlushedHoles: (UInt64, UInt64) = (0, 0)
     /// The writer slots this handle owns (it holds their lock bytes) and which are unused.
     let pool = Mutex<SlotPool>(SlotPool())
     /// Threads inside an operation that uses the descriptors without a reservation (sync,

@@ -64,6 +64,7 @@ extension LogFile {
                 MMLogError(kind: kind, operation: "MMLog(\(path))", detail: "\(metadataPath): \(why)")
             }
             var created = false
+            var adopted: RecoveryReport?
             var initHeld: Locks?
             // A new header (or one whose creator died before it was ready) is made under the
             // path's creation lock, in the lock file named after the data file; its creator
@@ -77,7 +78,7 @@ extension LogFile {
                 defer { pathLocks.release(MetadataLayout.creationLockByte) }
                 if !MetadataLayout.headerIsReady(metaFD) {
                     (dataFD, initHeld) = try create(metaFD, metadataPath, dataName: dataName, in: directory, options: options,
-                                                    lockFD: lockFD, &mapped)
+                                                    lockFD: lockFD, &mapped, adopted: &adopted)
                     created = true
                 }
             }
@@ -159,7 +160,7 @@ extension LogFile {
                     }
                 }
             }
-            var report: RecoveryReport?
+            var report: RecoveryReport? = adopted
             if alone {
                 if dataFD < 0 {
                     // The data file is gone (deleted, or its creation never reached the disk):
@@ -233,7 +234,8 @@ extension LogFile {
     /// `mapped` holds the whole metadata.
     private static func create(_ metaFD: Int32, _ metadataPath: String, dataName: String, in directory: LogDirectory,
                                options: MMLog.Options, lockFD: Int32,
-                               _ mapped: inout (base: UnsafeMutableRawPointer, length: Int)?) throws(MMLogError) -> (Int32, Locks) {
+                               _ mapped: inout (base: UnsafeMutableRawPointer, length: Int)?,
+                               adopted: inout RecoveryReport?) throws(MMLogError) -> (Int32, Locks) {
         let path = directory.describe(dataName)
         var base: UnsafeMutableRawPointer?
         if try Sys.size(metaFD, metadataPath) >= MetadataLayout.headerSize {
@@ -257,10 +259,25 @@ extension LogFile {
             let existing = try Sys.size(dataFD, path)
             meta.initialize(pageSize: Sys.pageSize, chunkSize: options.chunkSize, dataSize: existing,
                             rotateAtBytes: options.rotateAtBytes ?? 0, lockRegion: Locks.newRegion(), lockName: Locks.name(forData: dataName))
+            if existing > 0 {
+                // A data file without its metadata: a plain file adopted, or a log whose header
+                // never reached the disk before a crash. The data decides, as after a crash:
+                // appends resume after the last data (not after blocks allocated ahead), and in
+                // a text log zeros and torn records are holes (they showed as NUL bytes).
+                var report = RecoveryReport(path: path, found: [])
+                try Recovery.recoverFromData(meta, dataFD: dataFD, path: path, metadataPath: metadataPath, report: &report)
+                if !report.holesRecorded.isEmpty || Cursor.offset(meta.cursor.load(ordering: .relaxed)) != UInt64(existing) {
+                    report.found.insert("\(metadataPath) was made anew for an existing data file of \(existing) bytes", at: 0)
+                    adopted = report
+                }
+            }
             try recordIdentity(meta, dataFD, path)
             let locks = Locks(fd: lockFD, region: Int(meta.lockRegion), what: directory.describe(meta.lockName))
             try locks.take(MetadataLayout.initLockByte, F_WRLCK, wait: true, "init")
             meta.state.store(MetadataLayout.ready, ordering: .releasing)  // pairs with the acquiring loads of openers
+            // The header reaches the disk before any record a sync() makes durable depends on
+            // it (sync() flushes the data file only): once per log, at its creation.
+            try Sys.fdatasync(metaFD, metadataPath)
             return (dataFD, locks)
         } catch {
             mmlog_fork_guard_remove(dataFD)

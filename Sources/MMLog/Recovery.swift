@@ -179,7 +179,7 @@ enum Recovery {
     }
 
     /// The header is not this data file's live state: the data file decides (see `Recovery`).
-    private static func recoverFromData(_ meta: Metadata, dataFD: Int32, path: String, metadataPath: String,
+    static func recoverFromData(_ meta: Metadata, dataFD: Int32, path: String, metadataPath: String,
                                         report: inout RecoveryReport) throws(MMLogError) {
         let size = UInt64(try Sys.size(dataFD, path))
         let durable = min(meta.durable.load(ordering: .relaxed), size)

@@ -99,4 +99,26 @@ final class DurabilityTests: XCTestCase {
         try log.close()
         XCTAssertEqual(readText(path), "after the cut 0\nafter the cut 1\nafter the cut 2\n")
     }
+
+    /// A sync() whose flush covers a hole recorded since (a writer that died in flight) flushes
+    /// the metadata too, so the hole is on the device before a durable watermark past it can
+    /// be; a sync() with no new hole flushes the data file only (strace counts the calls).
+    func testASyncPastANewHoleFlushesTheMetadataAndOnlyThen() throws {
+        guard access("/usr/bin/strace", X_OK) == 0 else { throw XCTSkip("strace is not installed") }
+        let path = scratch.file("holes.log")
+        func metadataFlushes(_ arguments: [String]) -> Int {
+            let trace = scratch.file("trace-\(arguments.joined().hashValue)")
+            let run = TestSupport.run("/usr/bin/strace", ["-f", "-y", "-e", "trace=fdatasync,fsync", "-o", trace,
+                                                          product("mmlog-writer"), "--path", path, "--text", "--size", "64"] + arguments)
+            XCTAssertTrue(run.status.succeeded || arguments.contains("--abandon-after"), run.stderr)
+            return readText(trace).split(separator: "\n").filter { $0.contains("sync(") && $0.contains("holes.log.mmlog>") }.count
+        }
+        XCTAssertEqual(metadataFlushes(["--worker", "0", "--ops", "20", "--sync-every", "10"]), 1, "once, at the log's creation")
+        XCTAssertEqual(metadataFlushes(["--worker", "0", "--ops", "20", "--sync-every", "10", "--worker", "1"]), 0, "no hole, no metadata flush")
+        _ = metadataFlushes(["--worker", "2", "--ops", "10", "--abandon-after", "5"])  // dies in flight
+        XCTAssertEqual(metadataFlushes(["--worker", "3", "--ops", "20", "--sync-every", "10"]), 1,
+                       "the dead writer's hole (recorded on open) reaches the device with the first flush past it")
+        let (text, _) = try MMLogReader(path: path).read(from: 0)
+        XCTAssertEqual(text.filter { $0 == 0 }.count, 0)
+    }
 }
