@@ -294,11 +294,26 @@ package enum Rotation {
 
     /// `<path>.<UTC time>`, or `<path>.<UTC time>-N` with N past every rotation already named
     /// in that second (so that names sort in rotation order even after old ones were pruned).
+    /// Never a name that sorts before a rotated file already there: when the clock stepped
+    /// back (NTP, or a clock that had run ahead), the newest rotated file's stamp is used, with
+    /// the next N, so `ls`, pruning, shippers and `tail -F` (which goes from a finished file to
+    /// the next by name) keep the rotation order. Files another user planted (`mayBeRotated`)
+    /// do not count.
     static func uniqueName(for path: String) -> String {
-        let stamp = Self.stamp(Sys.realtimeSeconds())
-        let prefix = LogDirectory.name(of: path) + "." + stamp
+        var stamp = Self.stamp(Sys.realtimeSeconds())
+        let base = LogDirectory.name(of: path)
+        let directory = try? LogDirectory(of: path)
+        let names = directory?.names() ?? []
+        if let directory {
+            for name in names {
+                guard let (seen, _) = rotationStamp(of: name, base: base), seen > stamp,
+                      mayBeRotated(name, of: path, in: directory) else { continue }
+                stamp = seen
+            }
+        }
+        let prefix = base + "." + stamp
         var highest = 0
-        for name in (try? LogDirectory(of: path))?.names() ?? [] where name.hasPrefix(prefix) {
+        for name in names where name.hasPrefix(prefix) {
             var rest = name.dropFirst(prefix.count)
             if rest.hasSuffix(".mmlog") { rest = rest.dropLast(6) }
             // A sequence number past a million is no rotation's (a planted name): ignored.

@@ -214,6 +214,26 @@ final class RotationTests: XCTestCase {
         XCTAssertNil(fileSize(path + ".1.mmlog"), "the rotated file was finished")
     }
 
+    /// Rotated names sort in rotation order even when the clock steps back between two
+    /// rotations (NTP, or a clock that had run a day ahead): `tail -F` goes from a finished file
+    /// to the next by name, and `ls`, pruning and shippers sort by name (before, the later
+    /// file sorted first, and `tail -F` skipped it).
+    func testRotatedNamesKeepRotationOrderWhenTheClockStepsBack() throws {
+        let path = scratch.file("clock.log")
+        let log = try MMLog(path: path)
+        func shift(_ seconds: UInt64) { Sys.clockShiftNanoseconds.store(seconds * 1_000_000_000, ordering: .relaxed) }
+        defer { shift(0) }
+        shift(86_400)  // a day ahead
+        try log.append("first\n")
+        XCTAssertTrue(try log.rotate())
+        shift(0)  // stepped back
+        try log.append("second\n")
+        XCTAssertTrue(try log.rotate())
+        try log.append("third\n")
+        try log.close()
+        XCTAssertEqual(logFiles(path).map { readText($0) }, ["first\n", "second\n", "third\n"], "\(logFiles(path))")
+    }
+
     func testKeepRotatedRemovesTheOldestAndNamesSortByTime() throws {
         let path = scratch.file("keep.log")
         let log = try MMLog(path: path, options: .init(keepRotated: 3))
