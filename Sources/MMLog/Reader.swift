@@ -44,6 +44,9 @@ public final class MMLogReader {
     public var deadWriterProbeDelay = MMLogReader.defaultDeadWriterProbeDelay
     public static let defaultDeadWriterProbeDelay = 20_000_000
 
+    /// For tests (package access): called between opening the data file and its metadata.
+    nonisolated(unsafe) package static var testBetweenOpensHook: (@Sendable () -> Void)?
+
     /// Opens the log at `path` (the data file) for reading.
     ///
     /// The data file and its metadata are opened one after the other; a rotation between the
@@ -63,6 +66,7 @@ public final class MMLogReader {
             } catch where error.errno == ENOENT {
                 throw MMLogError(kind: .notALog, operation: "MMLogReader(\(path))", errno: ENOENT, detail: "no such file")
             }
+            MMLogReader.testBetweenOpensHook?()
             let found: ReaderMetadata?
             do throws(MMLogError) {
                 found = try Self.openMetadata(metadataPath, path: path, in: directory)
@@ -71,6 +75,16 @@ public final class MMLogReader {
                 throw error
             }
             attempts += 1
+            // No metadata: a plain file, unless a rotation renamed the data file we opened and
+            // then its metadata between our two opens (the path then names another file, or
+            // none). Read as plain, a live log's allocated zeros and half-copied records came
+            // out as lines (the nemesis: `tail -F -n 5` started in that moment printed a torn
+            // line and skipped a record). Open again.
+            if found == nil, attempts < 50, let identity = try? Sys.identity(fd, path), directory.identity(of: name) != identity {
+                Sys.close(fd)
+                Sys.sleep(nanoseconds: 2_000_000)
+                continue  // the path names nothing now: the open above says so (notALog, ENOENT)
+            }
             if let found, found.header.version != MetadataLayout.version1,
                let identity = try? Sys.identity(fd, path),
                identity != FileIdentity(device: found.header.dataDevice, inode: found.header.dataInode) {

@@ -285,6 +285,39 @@ final class ReaderTests: XCTestCase {
         for t in 0..<2 { XCTAssertTrue(check.hasExactly(worker: t, count: ops), "\(check.problems(worker: t, count: ops))") }
     }
 
+    /// A reader opened in the moment a rotation renames the data file and then its metadata
+    /// (it opened the old data file, then found no metadata at the path) read the live, retired
+    /// file as a plain file: its allocated zeros and half-copied records came out (the
+    /// nemesis: `tail -F -n 5` started then printed a torn line and skipped a record).
+    func testAReaderOpenedInTheMiddleOfARotationNeverReadsALiveLogAsPlain() throws {
+        let path = scratch.file("renaming.log")
+        let log = try MMLog(path: path, options: .init(chunkSize: 65536))
+        for i in 0..<100 { try log.append("old \(i)\n") }
+        MMLogReader.testBetweenOpensHook = {
+            MMLogReader.testBetweenOpensHook = nil
+            // A rotation's renames (data file, then metadata), no new log made yet.
+            rename(path, path + ".1")
+            rename(path + ".mmlog", path + ".1.mmlog")
+        }
+        defer { MMLogReader.testBetweenOpensHook = nil }
+        // Nothing is at the path now: notALog (tail -F waits for the path to appear).
+        let opened = Result { () throws(MMLogError) -> MMLogReader in try MMLogReader(path: path) }
+        switch opened {
+        case .success(let reader):
+            let nuls = (try? reader.read(from: 0).bytes.filter { $0 == 0 }.count) ?? -1
+            XCTFail("read the live log \(path).1 as a plain file at \(path): \(nuls) NUL bytes")
+        case .failure(let error):
+            XCTAssertEqual(error.kind, .notALog, "\(error)")
+        }
+        let next = try MMLog(path: path)
+        try next.append("new\n")
+        let reader = try MMLogReader(path: path)
+        XCTAssertTrue(reader.hasMetadata)
+        XCTAssertEqual(String(decoding: try reader.read(from: 0).bytes, as: UTF8.self), "new\n")
+        try next.close()
+        try log.close()
+    }
+
     func testMoreThreadsThanSlotsStillAppendAndExitingThreadsGiveSlotsBack() throws {
         let path = scratch.file("crowd.log")
         // 600 threads in one process: more than the 511 slots; the rest take the overflow slot.
