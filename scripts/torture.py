@@ -100,6 +100,8 @@ class Child:
     def stack(self):
         """Every thread's stack, by gdb (for a process that hangs), saved beside its output; the
         stuck threads' first frames of our code, in one line."""
+        if shutil.which("gdb") is None:
+            return "(no stack: gdb is not installed)"
         gdb = subprocess.run(["gdb", "-p", str(self.pid), "-batch", "-ex", "thread apply all bt 30"],
                              capture_output=True, text=True, timeout=60)
         with open(self.err_path + ".gdb", "w") as f:

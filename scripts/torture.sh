@@ -41,5 +41,7 @@ cd "$ROOT"
 swift build -c release --product mmlog-writer >&2
 swift build -c release --product mmlog >&2
 bin="$(swift build -c release --show-bin-path)"
-cc -shared -fPIC -O2 -Wall -o "$bin/clockshim.so" scripts/lib/clockshim.c
+cc="$(command -v cc || command -v gcc || command -v clang || true)"
+[ -n "$cc" ] || { echo "torture.sh: no C compiler (cc, gcc or clang) for scripts/lib/clockshim.c" >&2; exit 1; }
+"$cc" -shared -fPIC -O2 -Wall -o "$bin/clockshim.so" scripts/lib/clockshim.c
 exec python3 scripts/torture.py --bin "$bin" --shim "$bin/clockshim.so" "$@"
