@@ -28,7 +28,21 @@ struct PageMode: Equatable, CustomStringConvertible {
 /// `sync()` has been called since the last chunk was mapped; otherwise in steady mode. The
 /// fill rate comes from the cursor: each handle samples (cursor, time) when it maps a chunk.
 /// Before the first sample (the first chunk or two of a handle) it is steady mode.
+///
+/// On btrfs burst mode is steady mode: 2 MiB folios and write-prefaulting lose to write()
+/// there (4 processes, 4095 B: 1.38-1.54x write() with 4 KiB pages prefaulted for reading,
+/// 0.72-0.73x with burst mode; results/speed22.md). The filesystem is read once per file,
+/// with fstatfs. `adaptivePages: false` keeps the options' pages on every filesystem.
 enum PageStrategy {
+    /// statfs.f_type of btrfs (linux/magic.h BTRFS_SUPER_MAGIC).
+    static let btrfsMagic: UInt64 = 0x9123_683E
+
+    /// Burst mode for a file on the filesystem `magic` (nil: unknown) with `options`.
+    static func burst(_ options: MMLog.Options, filesystem magic: UInt64?) -> PageMode {
+        if magic == btrfsMagic { return steady }
+        return PageMode(hugePages: options.hugePages, prefault: options.prefault)
+    }
+
     /// Half the kernel's dirty expiry (vm.dirty_expire_centisecs), read once.
     static let burstWindowNanoseconds: UInt64 = {
         let fd = open("/proc/sys/vm/dirty_expire_centisecs", O_RDONLY | O_CLOEXEC)
@@ -63,19 +77,22 @@ struct PageSample {
     var nanoseconds: UInt64 = 0
     var syncCalls: UInt64 = 0
     var mode: PageMode?
+    /// Burst mode on this file's filesystem (`PageStrategy.burst`), found at the first sample.
+    var burst: PageMode?
 }
 
 extension LogFile {
     /// The mode for the chunk about to be mapped (see `PageStrategy`). `sampling`: take a new
     /// sample (an appender mapping a chunk); without, the last decision (the prefetcher).
     func pageMode(sampling: Bool = true) -> PageMode {
-        let burst = PageMode(hugePages: options.hugePages, prefault: options.prefault)
-        guard options.adaptivePages else { return burst }
+        guard options.adaptivePages else { return PageMode(hugePages: options.hugePages, prefault: options.prefault) }
         guard sampling else { return pageSample.withLock { $0.mode } ?? PageStrategy.steady }
         let cursorNow = Cursor.offset(cursor.load(ordering: .relaxed))
         let now = Sys.monotonicNanoseconds()
         let syncs = header.syncCalls.load(ordering: .relaxed)
         return pageSample.withLock { sample in
+            let burst = sample.burst ?? PageStrategy.burst(options, filesystem: Sys.filesystemMagic(dataFD))
+            sample.burst = burst
             defer {
                 if cursorNow > sample.cursor || sample.nanoseconds == 0 {
                     sample.cursor = cursorNow
