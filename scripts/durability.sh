@@ -41,7 +41,7 @@ trap 'rm -rf "$work"' EXIT
 limit_us=""
 if command -v fio >/dev/null; then
     limit_us=$(fio --name=limit --filename="$work/fio.tmp" --rw=write --bs=128 --fdatasync=1 --file_append=1 \
-        --size=256k --output-format=json 2>/dev/null | python3 -c 'import json, sys; print(f"{1e6 / json.load(sys.stdin)[\"jobs\"][0][\"write\"][\"iops\"]:.0f}")' || true)
+        --size=256k --output-format=json 2>/dev/null | python3 -c 'import json, sys; print("%.0f" % (1e6 / json.load(sys.stdin)["jobs"][0]["write"]["iops"]))' || true)
     rm -f "$work/fio.tmp"
 fi
 {

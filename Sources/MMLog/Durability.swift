@@ -24,7 +24,8 @@ import Synchronization
 // flushing while the other appends (about N/2 records per flush: 2.3 at 4 processes). So a
 // flusher, before it numbers its flush and takes the watermark, waits for the callers about to
 // join: it yields while sync() calls keep arriving no more than a quarter of a flush apart, for
-// at most one flush's duration (this process's last fdatasync; never above 2 ms). It does not
+// at most one flush's duration (this process's last fdatasync; never above 2 ms), and stops
+// once as many have arrived as were waiting when its process's last flush ended. It does not
 // wait when nobody was waiting at the end of this process's last flush (a lone writer, to
 // which a wait would only add latency). Callers that arrive meanwhile read the flush number
 // before it is bumped, so this flush counts for them. The two figures are per process (a
@@ -147,15 +148,18 @@ extension LogFile {
     }
 
     /// Yields while callers keep arriving (sync() calls no more than a quarter of a flush
-    /// apart), for at most one flush's duration; not at all when nobody was waiting at the end
-    /// of this process's last flush (a lone writer).
+    /// apart), for at most one flush's duration, and no longer once as many have arrived as
+    /// waited at the end of this process's last flush (all the others, in a steady state); not
+    /// at all when nobody was waiting then (a lone writer).
     private func gather() {
-        guard GroupCommit.expectedJoiners.load(ordering: .relaxed) > 0 else { return }
+        let expected = UInt64(GroupCommit.expectedJoiners.load(ordering: .relaxed))
+        guard expected > 0 else { return }
         let bound = min(GroupCommit.lastFlushNanoseconds.load(ordering: .relaxed), GroupCommit.maxGatherNanoseconds)
         let gap = bound / 4
         let start = Sys.monotonicNanoseconds()
-        var calls = header.syncCalls.load(ordering: .relaxed), lastArrival = start, now = start
-        while now &- start < bound && now &- lastArrival < gap {
+        let first = header.syncCalls.load(ordering: .relaxed)
+        var calls = first, lastArrival = start, now = start
+        while now &- start < bound && now &- lastArrival < gap && calls &- first < expected {
             sched_yield()
             now = Sys.monotonicNanoseconds()
             let seen = header.syncCalls.load(ordering: .relaxed)
