@@ -114,6 +114,14 @@ public final class MMLog: @unchecked Sendable {
     /// 8 KiB 2.18-2.27x write() against pwrite's 1.09-1.14x, 16 KiB 1.52-1.57x against
     /// 1.12-1.27x, 32 KiB 1.26-1.38x either way, 64 KiB 1.07-1.24x against 1.33-1.48x.
     static let pwriteThreshold = 32768
+    /// The threshold on tmpfs: there a store through a mapping takes a fault per page (the
+    /// page allocated by growth, zeroed and mapped at the first store) and unmapping takes the
+    /// page tables down again, while pwrite copies into the page cache alone.
+    static let tmpfsPwriteThreshold = 2048
+
+    /// Records of at least this many bytes go through pwrite in this handle
+    /// (`pwriteThreshold`, or `tmpfsPwriteThreshold` when the log is on tmpfs).
+    let pwriteAt: Int
 
     /// Path of the data file.
     public let path: String
@@ -172,6 +180,7 @@ public final class MMLog: @unchecked Sendable {
         self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
         self.ownerPID = getpid()
         self.files = FileList(file)
+        self.pwriteAt = Sys.filesystemMagic(file.dataFD) == PageStrategy.tmpfsMagic ? Self.tmpfsPwriteThreshold : Self.pwriteThreshold
         self.closedFlag = .create(false)
         file.prepareNextChunk()
     }
@@ -254,7 +263,7 @@ public final class MMLog: @unchecked Sendable {
         // after this load cuts at or above our end. (The first load's acquire is what orders a
         // grower's allocation before the copy: both loads must be at or above the end.)
         let allocatedNow = sharedWord(hot.pointee.file_size).load(ordering: .relaxed)
-        if end > allocated || end > allocatedNow || count >= MMLog.pwriteThreshold { return Self.reserved }
+        if end > allocated || end > allocatedNow || count >= pwriteAt { return Self.reserved }
         // The state store above comes before the ring's tag load (the other half is the
         // remapper's membarrier, `ChunkRing`).
         mmlog_compiler_barrier()
