@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,13 @@ int mmlog_populate(void *addr, size_t len, int for_writing) {
     errno = EINVAL;
     return -1;
 #endif
+}
+
+uint64_t mmlog_filesystem_magic(int fd) {
+    struct statfs st;
+    int rc;
+    do { rc = fstatfs(fd, &st); } while (rc == -1 && errno == EINTR);
+    return rc == 0 ? (uint64_t)(unsigned long)st.f_type : 0;
 }
 
 void *mmlog_map_aligned(int fd, size_t len, off_t offset, size_t align, int huge, int writable) {

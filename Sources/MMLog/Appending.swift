@@ -176,7 +176,7 @@ extension LogFile {
     func write(_ bytes: UnsafeRawBufferPointer, at start: UInt64, end: UInt64,
                hot: UnsafeMutablePointer<mmlog_hot_t>, through log: MMLog) throws(MMLogError) {
         let first = Int(start >> UInt64(chunkShift)), last = Int((end - 1) >> UInt64(chunkShift))
-        if last <= first + 1 && bytes.count < MMLog.pwriteThreshold {
+        if last <= first + 1 && bytes.count < log.pwriteAt {
             let mapped = (try? map(chunks: first...last)) ?? false
             if mapped && log.copyThroughMappings(hot, bytes, at: Int(start)) { return }
         }

@@ -114,6 +114,14 @@ public final class MMLog: @unchecked Sendable {
     /// 8 KiB 2.18-2.27x write() against pwrite's 1.09-1.14x, 16 KiB 1.52-1.57x against
     /// 1.12-1.27x, 32 KiB 1.26-1.38x either way, 64 KiB 1.07-1.24x against 1.33-1.48x.
     static let pwriteThreshold = 32768
+    /// The threshold on tmpfs: there a store through a mapping takes a fault per page (the
+    /// page allocated by growth, zeroed and mapped at the first store) and unmapping takes the
+    /// page tables down again, while pwrite copies into the page cache alone.
+    static let tmpfsPwriteThreshold = 2048
+
+    /// Records of at least this many bytes go through pwrite in this handle
+    /// (`pwriteThreshold`, or `tmpfsPwriteThreshold` when the log is on tmpfs).
+    let pwriteAt: Int
 
     /// Path of the data file.
     public let path: String
@@ -172,6 +180,7 @@ public final class MMLog: @unchecked Sendable {
         self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
         self.ownerPID = getpid()
         self.files = FileList(file)
+        self.pwriteAt = Sys.filesystemMagic(file.dataFD) == PageStrategy.tmpfsMagic ? Self.tmpfsPwriteThreshold : Self.pwriteThreshold
         self.closedFlag = .create(false)
         file.prepareNextChunk()
     }
@@ -250,9 +259,14 @@ public final class MMLog: @unchecked Sendable {
         state.store((word & (Cursor.offsetMask | Cursor.genMask)) | Slot.inFlight | Slot.exact, ordering: .releasing)
         // And after it: a trim (this handle's, alone) may have cut the file between the first
         // load and the fetch-add; the trim stores the cut size before it unseals the cursor,
-        // which the fetch-add acquired. A trim after this load cuts at or above our end.
-        let allocatedNow = sharedWord(hot.pointee.file_size).load(ordering: .acquiring)
-        if end > allocated || end > allocatedNow || count >= MMLog.pwriteThreshold { return Self.reserved }
+        // which the fetch-add acquired, so a relaxed load sees that size or a later one. A trim
+        // after this load cuts at or above our end. (The first load's acquire is what orders a
+        // grower's allocation before the copy: both loads must be at or above the end.)
+        let allocatedNow = sharedWord(hot.pointee.file_size).load(ordering: .relaxed)
+        if end > allocated || end > allocatedNow || count >= pwriteAt { return Self.reserved }
+        // The state store above comes before the ring's tag load (the other half is the
+        // remapper's membarrier, `ChunkRing`).
+        mmlog_compiler_barrier()
         if copyThroughMappings(hot, bytes, at: Int(truncatingIfNeeded: start)) {
             state.store(end, ordering: .releasing)  // pairs with readers' acquiring slot loads
             return Int(truncatingIfNeeded: start)
@@ -261,7 +275,10 @@ public final class MMLog: @unchecked Sendable {
     }
 
     /// Copies `bytes` to file offset `begin` when the chunk or two it touches are mapped in
-    /// this handle; false (nothing copied) otherwise. The only place records are copied.
+    /// this handle; false (nothing copied) otherwise. The only place records are copied. The
+    /// thread's writer slot shows `[begin, begin + count)` in flight (step 3), stored before
+    /// this is called with at least a compiler barrier between: that keeps the mapping in
+    /// place while it copies (see `ChunkRing`).
     @inline(__always)
     func copyThroughMappings(_ hot: UnsafeMutablePointer<mmlog_hot_t>, _ bytes: UnsafeRawBufferPointer, at begin: Int) -> Bool {
         // unsafelyUnwrapped: set by `fill` before `owner`, and a non-empty buffer has a base.
@@ -272,21 +289,15 @@ public final class MMLog: @unchecked Sendable {
         let ringMask = hot.pointee.ring_mask
         let first = begin &>> shift, last = (begin &+ count &- 1) &>> shift
         if first == last {
-            guard let chunk = ChunkRing.pin(words, bases, ringMask, first) else { return false }
+            guard let chunk = ChunkRing.mapping(words, bases, ringMask, first) else { return false }
             mmlog_copy(chunk + (begin & mask), source, count)
-            ChunkRing.unpin(words, ringMask, first)
             return true
         }
-        guard last == first &+ 1, let head = ChunkRing.pin(words, bases, ringMask, first) else { return false }
-        guard let tail = ChunkRing.pin(words, bases, ringMask, last) else {
-            ChunkRing.unpin(words, ringMask, first)
-            return false
-        }
+        guard last == first &+ 1, let head = ChunkRing.mapping(words, bases, ringMask, first),
+              let tail = ChunkRing.mapping(words, bases, ringMask, last) else { return false }
         let headCount = Int(truncatingIfNeeded: hot.pointee.chunk_size) &- (begin & mask)
         mmlog_copy(head + (begin & mask), source, headCount)
         mmlog_copy(tail, source + headCount, count &- headCount)
-        ChunkRing.unpin(words, ringMask, last)
-        ChunkRing.unpin(words, ringMask, first)
         return true
     }
 
@@ -333,6 +344,14 @@ final class FileList: @unchecked Sendable {
     init(_ first: LogFile) {
         files = [first]
         pthread_mutex_init(mutex, nil)
+        Self.watchRing(of: first)
+    }
+
+    /// Lets `file`'s chunk ring evict a chunk once no thread of this handle copies into it:
+    /// before the file maps its first chunk (every file a handle appends to joins this list
+    /// first).
+    private static func watchRing(of file: LogFile) {
+        file.ring.watch { [unowned file] k in file.copyMayBeInFlight(chunk: k) }
     }
 
     deinit {
@@ -347,6 +366,7 @@ final class FileList: @unchecked Sendable {
     }
 
     func append(_ file: LogFile) {
+        Self.watchRing(of: file)
         pthread_mutex_lock(mutex)
         files.append(file)
         pthread_mutex_unlock(mutex)

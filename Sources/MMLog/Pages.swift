@@ -28,7 +28,31 @@ struct PageMode: Equatable, CustomStringConvertible {
 /// `sync()` has been called since the last chunk was mapped; otherwise in steady mode. The
 /// fill rate comes from the cursor: each handle samples (cursor, time) when it maps a chunk.
 /// Before the first sample (the first chunk or two of a handle) it is steady mode.
+///
+/// On btrfs burst mode is steady mode: 2 MiB folios and write-prefaulting lose to write()
+/// there (4 processes, 4095 B: 1.38-1.54x write() with 4 KiB pages prefaulted for reading,
+/// 0.72-0.73x with burst mode; results/speed22.md). On tmpfs there is no device to write
+/// zeros to and growth (fallocate) already allocates the pages: both modes are 4 KiB pages
+/// faulted at the first store, without prefaulting (prefaulting there maps every page twice,
+/// once on the prefetcher's mapping, and 4095 B appends ran at 0.40-0.47x write() against
+/// 0.72-0.94x without). The filesystem is read once per file, with fstatfs.
+/// `adaptivePages: false` keeps the options' pages on every filesystem.
 enum PageStrategy {
+    /// statfs.f_type of btrfs and tmpfs (linux/magic.h BTRFS_SUPER_MAGIC, TMPFS_MAGIC).
+    static let btrfsMagic: UInt64 = 0x9123_683E
+    static let tmpfsMagic: UInt64 = 0x0102_1994
+
+    /// Burst and steady mode for a file on the filesystem `magic` (nil: unknown) with `options`.
+    static func modes(_ options: MMLog.Options, filesystem magic: UInt64?) -> (burst: PageMode, steady: PageMode) {
+        switch magic {
+        case btrfsMagic: return (steady, steady)
+        case tmpfsMagic:
+            let faulted = PageMode(hugePages: false, prefault: .none)
+            return (faulted, faulted)
+        default: return (PageMode(hugePages: options.hugePages, prefault: options.prefault), steady)
+        }
+    }
+
     /// Half the kernel's dirty expiry (vm.dirty_expire_centisecs), read once.
     static let burstWindowNanoseconds: UInt64 = {
         let fd = open("/proc/sys/vm/dirty_expire_centisecs", O_RDONLY | O_CLOEXEC)
@@ -63,19 +87,23 @@ struct PageSample {
     var nanoseconds: UInt64 = 0
     var syncCalls: UInt64 = 0
     var mode: PageMode?
+    /// Burst and steady mode on this file's filesystem (`PageStrategy.modes`), found at the
+    /// first sample.
+    var modes: (burst: PageMode, steady: PageMode)?
 }
 
 extension LogFile {
     /// The mode for the chunk about to be mapped (see `PageStrategy`). `sampling`: take a new
     /// sample (an appender mapping a chunk); without, the last decision (the prefetcher).
     func pageMode(sampling: Bool = true) -> PageMode {
-        let burst = PageMode(hugePages: options.hugePages, prefault: options.prefault)
-        guard options.adaptivePages else { return burst }
-        guard sampling else { return pageSample.withLock { $0.mode } ?? PageStrategy.steady }
+        guard options.adaptivePages else { return PageMode(hugePages: options.hugePages, prefault: options.prefault) }
+        guard sampling else { return pageSample.withLock { $0.mode ?? $0.modes?.steady } ?? PageStrategy.steady }
         let cursorNow = Cursor.offset(cursor.load(ordering: .relaxed))
         let now = Sys.monotonicNanoseconds()
         let syncs = header.syncCalls.load(ordering: .relaxed)
         return pageSample.withLock { sample in
+            let modes = sample.modes ?? PageStrategy.modes(options, filesystem: Sys.filesystemMagic(dataFD))
+            sample.modes = modes
             defer {
                 if cursorNow > sample.cursor || sample.nanoseconds == 0 {
                     sample.cursor = cursorNow
@@ -84,11 +112,11 @@ extension LogFile {
                 }
             }
             guard sample.nanoseconds != 0, cursorNow > sample.cursor, now > sample.nanoseconds else {
-                return sample.mode ?? PageStrategy.steady
+                return sample.mode ?? modes.steady
             }
             let perChunk = PageStrategy.chunkFillNanoseconds(elapsed: now - sample.nanoseconds, appended: cursorNow - sample.cursor,
                                                              chunkSize: UInt64(chunkSize))
-            let mode = perChunk < PageStrategy.burstWindowNanoseconds && syncs == sample.syncCalls ? burst : PageStrategy.steady
+            let mode = perChunk < PageStrategy.burstWindowNanoseconds && syncs == sample.syncCalls ? modes.burst : modes.steady
             sample.mode = mode
             return mode
         }

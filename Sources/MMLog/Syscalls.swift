@@ -144,6 +144,13 @@ package enum Sys {
         _ = mmlog_fence_off(address, length)
     }
 
+    /// The magic number of the filesystem holding `fd` (`statfs.f_type`, e.g. 0x9123683E for
+    /// btrfs), or nil when it cannot be read. The corresponding C function is `fstatfs`.
+    static func filesystemMagic(_ fd: Int32) -> UInt64? {
+        let magic = mmlog_filesystem_magic(fd)
+        return magic == 0 ? nil : magic
+    }
+
     /// Prefaults a fresh mapping; failure only costs the faults it would have saved.
     static func prefault(_ address: UnsafeMutableRawPointer, _ length: Int, _ how: MMLog.Prefault) {
         switch how {

@@ -30,6 +30,10 @@ int mmlog_fallocate(int fd, off_t offset, off_t len);
 /// (EINVAL on kernels without it).
 int mmlog_populate(void *addr, size_t len, int for_writing);
 
+/// The type (f_type, the filesystem's magic number) of the filesystem holding `fd`, from
+/// fstatfs; 0 with errno set when fstatfs fails.
+uint64_t mmlog_filesystem_magic(int fd);
+
 /// Maps [offset, offset+len) of fd shared at an address aligned to `align` (a power of two;
 /// 0 or a page: no alignment beyond the kernel's choice), read-write or, with writable == 0,
 /// read-only, so that the kernel can map the page cache's large folios with huge page table
