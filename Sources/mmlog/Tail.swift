@@ -155,11 +155,21 @@ struct Tail: ParsableCommand {
             finished = try !tool { () throws(MMLogError) in try reader.writersAttached() }
         }
         guard finished else { return nil }
-        let sequence = Self.filesInOrder(path, in: directory)
-        let identities = sequence.map { directory.identity(of: LogDirectory.name(of: $0)) }
-        if let position = identities.firstIndex(where: { $0?.device == identity.device && $0?.inode == identity.inode }),
-           position + 1 < sequence.count {
-            return Self.openAfterRename(sequence[position + 1])
+        // The rotated file after this one, if there is one now; else PATH. Choosing PATH and
+        // opening it are two steps: a rotation between them renamed the file at PATH away, and
+        // the reader opened the one after it, skipping a whole file (the nemesis, with writers
+        // rotating every 300 KB). So once PATH is open, look again for a rotated file after ours.
+        func next() -> String? {
+            let sequence = Self.filesInOrder(path, in: directory)
+            let identities = sequence.map { directory.identity(of: LogDirectory.name(of: $0)) }
+            guard let position = identities.firstIndex(where: { $0?.device == identity.device && $0?.inode == identity.inode }),
+                  position + 1 < sequence.count - 1 else { return nil }
+            return sequence[position + 1]
+        }
+        for _ in 0..<100 {
+            if let rotated = next() { return Self.openAfterRename(rotated) }
+            let opened = Self.openAfterRename(path)
+            if next() == nil { return opened }
         }
         return Self.openAfterRename(path)
     }
