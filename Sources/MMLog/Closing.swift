@@ -176,14 +176,9 @@ extension LogFile {
             }
             _ = munmap(copy, length)
         }
-        // No memory for a copy: zero pages (a stale thread then finds the cursor unflagged for
-        // the moment until page 0 is copied back; the handle is fenced, `fenced` already set).
-        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: MetadataLayout.headerSize, alignment: 8)
-        defer { page.deallocate() }
-        page.copyMemory(from: UnsafeRawBufferPointer(start: header.base, count: MetadataLayout.headerSize))
-        page.baseAddress!.advanced(by: MetadataLayout.cursorOffset).assumingMemoryBound(to: UInt64.self).pointee |= Cursor.flagMask
-        Sys.fenceOff(header.base, length)
-        header.base.copyMemory(from: page.baseAddress!, byteCount: MetadataLayout.headerSize)
+        // No memory for a copy (ENOMEM, or the map count at its limit): the shared header stays
+        // mapped. A straggler then meets the retired cursor or the closed handle there, as it
+        // does anyway; zero pages, copied into afterwards, would show it a zero cursor.
         fenced.store(true, ordering: .releasing)
     }
 
