@@ -39,21 +39,18 @@ int cb_hold_parameter(const char *path, const char *value, const char *restore) 
         errno = EINVAL;
         return -1;
     }
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = RETRY_ERRNO_EINTR(write(fd, value, strlen(value)));
-    int saved = errno;
-    close(fd);
-    if (n < 0) { errno = saved; return -1; }
-    strcpy(held_path, path);
-    strcpy(held_restore, restore);
-    held_restore_length = strlen(restore);
-    held_by = getpid();
+    static const int fatal[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+    /* The handlers are in place and the value to restore is recorded before the parameter
+     * changes, and the fatal signals wait until both are: a SIGTERM that arrives the moment
+     * after the write (a supervisor that saw the change) still puts the value back. */
+    sigset_t blocked, previous_mask;
+    sigemptyset(&blocked);
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) sigaddset(&blocked, fatal[i]);
+    sigprocmask(SIG_BLOCK, &blocked, &previous_mask);
     static int registered;
     if (!registered) {
         registered = 1;
         atexit(restore_held);
-        const int fatal[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
         for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
             struct sigaction action = { 0 };
             action.sa_handler = restore_then_die;
@@ -64,7 +61,27 @@ int cb_hold_parameter(const char *path, const char *value, const char *restore) 
             sigaction(fatal[i], &action, NULL);
         }
     }
-    return 0;
+    int result = 0, saved = 0;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        result = -1;
+        saved = errno;
+    } else {
+        strcpy(held_path, path);
+        strcpy(held_restore, restore);
+        held_restore_length = strlen(restore);
+        held_by = getpid();
+        ssize_t n = RETRY_ERRNO_EINTR(write(fd, value, strlen(value)));
+        saved = errno;
+        close(fd);
+        if (n < 0) {
+            held_by = 0;   /* nothing changed: nothing to put back */
+            result = -1;
+        }
+    }
+    sigprocmask(SIG_SETMASK, &previous_mask, NULL);
+    if (result != 0) errno = saved;
+    return result;
 }
 
 void cb_release_parameter(void) {
